@@ -1,0 +1,89 @@
+"""The training half: Dockerfile, build, training run, reported accuracy, model artifact."""
+
+from __future__ import annotations
+
+from grader.dockerfile import gpu_capability
+from grader.errors import DockerfileError
+from grader.plugin import SubmissionGrading, check, fail_check
+
+
+@check("train.dockerfile")
+def test_dockerfile(grading: SubmissionGrading) -> None:
+    submission = grading.submission
+    try:
+        dockerfile = grading.grader.training_dockerfile(submission)
+    except DockerfileError as error:
+        fail_check(f"{error}")
+    base = dockerfile.resolve_base(dockerfile.final_stage)
+    if gpu_capability(base) is None:
+        fail_check(
+            f"the final stage starts FROM {base}, which is not a CUDA-enabled image; "
+            "start from nvidia/cuda:<version>-cudnn*-devel or a pytorch/pytorch:*-cuda* tag"
+        )
+
+
+@check("train.build")
+def test_build(grading: SubmissionGrading) -> None:
+    build = grading.training_build()
+    if not build.ok:
+        log = grading.log(build.build.log_path) if build.build else ""
+        fail_check(f"the training image did not build: {build.error}", log)
+
+
+@check("train.run")
+def test_run(grading: SubmissionGrading) -> None:
+    training = grading.training_run()
+    run = training.run
+    limits = grading.profile.limits
+    log = grading.log(run.log_path)
+    if run.timed_out:
+        fail_check(
+            f"training did not finish within the limit of {limits.train_seconds:.0f} s and was "
+            "killed; train for fewer epochs or on less data",
+            log,
+        )
+    if run.oom_killed:
+        fail_check(
+            f"training was killed for using more than {limits.memory_mb} MB of memory; use "
+            "smaller batches or do not load the whole dataset at once",
+            log,
+        )
+    if run.exit_code != 0:
+        fail_check(f"training exited with code {run.exit_code} (see the training log)", log)
+
+
+@check("train.reported_accuracy")
+def test_reported_accuracy(grading: SubmissionGrading) -> None:
+    training = grading.require_finished_training()
+    target = grading.profile.targets.reported_accuracy
+    reported = training.reported
+    if reported is None:
+        fail_check(
+            "no accuracy found: write $OUTPUT_DIR/metrics.json with "
+            '{"test_accuracy": 0.98} or print a line such as '
+            "`Test set: Average loss: 0.0267, Accuracy: 9913/10000 (99%)`",
+            grading.log(training.run.log_path),
+        )
+    grading.result.measurements["reported_accuracy"] = reported.value
+    grading.result.measurements["reported_accuracy_source"] = reported.source
+    if reported.value < target:
+        fail_check(
+            f"reported accuracy {reported.value:.4f} ({reported.source}: {reported.text}) is "
+            f"below the target {target:.4f}; train longer or improve the model"
+        )
+
+
+@check("train.model_artifact")
+def test_model_artifact(grading: SubmissionGrading) -> None:
+    training = grading.training_run()
+    model_file = grading.submission.train.model_file
+    if training.model_file is None:
+        fail_check(
+            f"training did not write {model_file} to $OUTPUT_DIR (/output); save the model "
+            f"with torch.save(model.state_dict(), os.path.join(os.environ['OUTPUT_DIR'], "
+            f"'{model_file}')) or set train.model_file in submission.toml",
+            grading.log(training.run.log_path, 10),
+        )
+    if training.model_file.stat().st_size == 0:
+        fail_check(f"{model_file} written by training is empty")
+    grading.result.measurements["model_bytes"] = training.model_file.stat().st_size

@@ -1,0 +1,159 @@
+"""The `grader` command: set up a host, prepare data, grade submissions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from grader import __version__
+from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
+from grader.engine import ensure_engine
+from grader.errors import DatasetError, GraderError
+from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.settings import Settings
+from grader.standins import ensure_base_image
+
+EXIT_HARNESS_FAILED = 2
+
+
+def say(message: str) -> None:
+    print(f"[grader] {message}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except GraderError as error:
+        print(f"grader: error: {error}", file=sys.stderr)
+        return EXIT_HARNESS_FAILED
+    except KeyboardInterrupt:
+        print("grader: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grader",
+        description="Grade lab 5 submissions (MNIST training and TorchServe) in real containers.",
+    )
+    parser.add_argument("--version", action="version", version=f"lab5-grader {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    grade = commands.add_parser("grade", help="grade submissions and write reports")
+    grade.add_argument(
+        "paths", nargs="*", default=["submissions"], metavar="PATH",
+        help="submission folders or folders of submissions (default: submissions)",
+    )  # fmt: skip
+    grade.add_argument("--report-dir", default="reports", help="default: reports")
+    grade.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
+    grade.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
+    grade.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
+    grade.add_argument(
+        "pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+        help="after --: more pytest options, e.g. -- -x -k train",
+    )  # fmt: skip
+    grade.set_defaults(run=_grade)
+
+    setup = commands.add_parser(
+        "setup", help="prepare this host: Docker engine, dataset, offline base image"
+    )
+    setup.add_argument("--profile", default="offline", help="prepare the data of this profile")
+    setup.add_argument("--mnist-dir", type=Path, help="a full MNIST copy (for the full profile)")
+    setup.add_argument(
+        "--no-standins", action="store_true", help="do not build the offline base image"
+    )
+    setup.set_defaults(run=_setup)
+
+    data = commands.add_parser("data", help="write the MNIST dataset a profile grades with")
+    data.add_argument("--profile", default="offline", help="default: offline")
+    data.add_argument("--mnist-dir", type=Path, help="a full MNIST copy (IDX files, plain or .gz)")
+    data.add_argument("--force", action="store_true", help="prepare it again even if valid")
+    data.set_defaults(run=_data)
+    return parser
+
+
+def _grade(args: argparse.Namespace) -> int:
+    import pytest
+
+    from grader.plugin import GRADING_RAN, checks_dir
+
+    folder = checks_dir()
+    pytest_args = [
+        str(folder),
+        "-c", str(folder / "pytest.ini"),
+        "--rootdir", str(folder),
+        "-p", "no:cacheprovider",
+        "--profile", args.profile,
+        "--report-dir", args.report_dir,
+        "--gpus", args.gpus,
+    ]  # fmt: skip
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        pytest_args += ["-p", "grader.plugin"]
+    if args.rubric:
+        pytest_args += ["--rubric", args.rubric]
+    for path in args.paths:
+        pytest_args += ["--submissions", path]
+    extra = list(args.pytest_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    code = pytest.main(pytest_args + extra)
+    if code in GRADING_RAN:
+        return 0
+    if code == pytest.ExitCode.INTERRUPTED:
+        return 130
+    return EXIT_HARNESS_FAILED
+
+
+def _setup(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    started = time.monotonic()
+    client = ensure_engine(settings, say)
+    info = client.version()
+    say(f"Docker engine {info.get('Version')} (API {info.get('ApiVersion')}) answers")
+    _ensure_dataset(settings, args.profile, args.mnist_dir, force=False)
+    if not args.no_standins:
+        image = ensure_base_image(client, settings, say)
+        say(f"offline base image ready: {image.tags[0] if image.tags else image.short_id}")
+    say(f"set-up done in {time.monotonic() - started:.1f} s (state in {settings.home})")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    _ensure_dataset(Settings.from_env(), args.profile, args.mnist_dir, force=args.force)
+    return 0
+
+
+def _ensure_dataset(
+    settings: Settings, profile_name: str, mnist_dir: Path | None, force: bool
+) -> None:
+    profile = load_rubric(DEFAULT_RUBRIC).profile(profile_name)
+    dest = settings.datasets_dir / profile.dataset
+    if not force and mnist_dir is None:
+        try:
+            dataset = load_dataset(dest)
+        except DatasetError as error:
+            if profile.dataset != "offline":
+                raise DatasetError(
+                    f"{error}; for the {profile.name} profile run "
+                    f"`grader data --profile {profile.name} --mnist-dir DIR` with a full MNIST copy"
+                ) from None
+            if (dest / "dataset.json").exists():
+                say(f"dataset at {dest} is not valid ({error}); preparing it again")
+        else:
+            say(f"dataset {profile.dataset} ready: {dataset.counts} from {dataset.source}")
+            return
+    if mnist_dir is not None:
+        dataset = prepare_from_mnist_dir(dest, mnist_dir)
+    elif profile.dataset == "offline":
+        dataset = prepare_offline(dest, settings.downloads_dir)
+    else:
+        raise DatasetError(
+            f"the {profile.name} profile needs a full MNIST copy: pass --mnist-dir DIR"
+        )
+    say(f"dataset {profile.dataset} written to {dest}: {dataset.counts} from {dataset.source}")

@@ -1,0 +1,388 @@
+"""The pytest plugin that grades submissions: options, session state, fixtures and report hooks.
+
+Registered through the `pytest11` entry point, so `pytest --submissions DIR --pyargs grader.checks`
+works in any folder; `grader grade` runs exactly that. Without `--submissions` the plugin only
+adds its options and the `check` marker, and stays out of the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from grader import __version__
+from grader.containers import RUN_LABEL, log_excerpt, remove_labelled
+from grader.dataset import load_dataset
+from grader.engine import connect
+from grader.errors import GraderError, ManifestError
+from grader.grading import Grader, TrainingBuild, TrainingRun
+from grader.reports import summary_lines, write_reports
+from grader.results import CheckResult, GradingReport, Status, SubmissionResult
+from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
+from grader.settings import Settings
+from grader.submission import Submission, discover, load_submission, slugify
+
+CHECK_MARKER = "check"
+
+
+class CheckFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+    """A check that failed for a reason the student can act on; carries a log excerpt."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message, pytrace=False)
+        self.log = log
+
+
+def fail_check(message: str, log: str = "") -> NoReturn:
+    __tracebackhide__ = True
+    raise CheckFailure(message, log)
+
+
+def check(check_id: str) -> pytest.MarkDecorator:
+    """Mark a test as the rubric check `check_id`."""
+    return getattr(pytest.mark, CHECK_MARKER)(check_id)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lab5-grader", "grading lab 5 submissions")
+    group.addoption(
+        "--submissions",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a submission folder, or a folder of submissions (repeatable); turns grading on",
+    )
+    group.addoption("--profile", default="offline", help="rubric profile (default: offline)")
+    group.addoption("--rubric", default=None, metavar="FILE", help="rubric TOML file")
+    group.addoption(
+        "--report-dir", default="reports", metavar="DIR", help="where reports go (default: reports)"
+    )
+    group.addoption(
+        "--gpus",
+        default="auto",
+        help="GPUs for containers: auto (when the engine has the NVIDIA runtime), none, all, ids",
+    )
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A submission folder found on the command line, loaded or with the reason it can't be."""
+
+    id: str
+    path: Path
+    submission: Submission | None
+    problem: ManifestError | None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{CHECK_MARKER}(id): the rubric check a test grades")
+    if not config.getoption("submissions"):
+        return
+    try:
+        rubric = load_rubric(Path(config.getoption("rubric") or DEFAULT_RUBRIC))
+        profile = rubric.profile(config.getoption("profile"))
+        intakes = _intake([Path(p) for p in config.getoption("submissions")])
+    except GraderError as error:
+        raise pytest.UsageError(str(error)) from None
+    gpus = config.getoption("gpus")
+    if gpus not in {"auto", "none", "all"} and not all(
+        part.strip().isdigit() for part in gpus.split(",")
+    ):
+        raise pytest.UsageError(f"--gpus {gpus!r}: use auto, none, all or ids such as 0,1")
+    session = GradingSession(config, rubric, profile, intakes, gpus)
+    config.stash[session_key] = session
+    config.pluginmanager.register(session, "lab5-grader-session")
+
+
+def _intake(paths: list[Path]) -> list[Intake]:
+    intakes: list[Intake] = []
+    seen: set[str] = set()
+    for path in discover(paths):
+        try:
+            submission: Submission | None = load_submission(path)
+            problem = None
+        except ManifestError as error:
+            submission, problem = None, error
+        submission_id = submission.id if submission else path.name
+        if submission_id in seen:  # two folders claim one student id: keep both, apart
+            submission_id = f"{submission_id} ({path.name})"
+        seen.add(submission_id)
+        intakes.append(Intake(submission_id, path, submission, problem))
+    return intakes
+
+
+session_key = pytest.StashKey["GradingSession"]()
+
+
+class SubmissionGrading:
+    """What a check sees: one submission, the grader's stages for it, and its result record."""
+
+    def __init__(self, session: GradingSession, intake: Intake) -> None:
+        self.session = session
+        self.intake = intake
+        self.result = session.result_for(intake)
+
+    @property
+    def profile(self) -> Profile:
+        return self.session.profile
+
+    @property
+    def submission(self) -> Submission:
+        """The loaded submission; an invalid `submission.toml` fails every check with its reason."""
+        __tracebackhide__ = True
+        if self.intake.submission is None:
+            fail_check(f"{self.intake.problem}; fix submission.toml and hand in again")
+        return self.intake.submission
+
+    @property
+    def grader(self) -> Grader:
+        return self.session.grader
+
+    def training_build(self) -> TrainingBuild:
+        build = self.grader.training_build(self.submission)
+        for base in build.base_images:
+            if base.standin:
+                self.result.note(
+                    f"base image {base.reference} was not available; built on "
+                    f"{base.standin.description}"
+                )
+        if build.build:
+            self.result.measurements["train_build_seconds"] = round(build.build.duration_s, 1)
+        return build
+
+    def require_training_build(self) -> TrainingBuild:
+        __tracebackhide__ = True
+        build = self.training_build()
+        if not build.ok:
+            pytest.skip("skipped: the training image did not build")
+        return build
+
+    def training_run(self) -> TrainingRun:
+        self.require_training_build()
+        run = self.grader.training_run(self.submission)
+        self.result.measurements["train_seconds"] = round(run.run.duration_s, 1)
+        self.result.measurements["train_exit_code"] = run.run.exit_code
+        for note in run.notes:
+            self.result.note(note)
+        return run
+
+    def require_finished_training(self) -> TrainingRun:
+        __tracebackhide__ = True
+        run = self.training_run()
+        if not run.succeeded:
+            pytest.skip("skipped: training did not finish successfully")
+        return run
+
+    def log(self, path: Path, lines: int = 30) -> str:
+        return log_excerpt(path, lines)
+
+
+class GradingSession:
+    """State of one grading run and the hooks that need it; registered as a plugin object."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        rubric: Rubric,
+        profile: Profile,
+        intakes: list[Intake],
+        gpus: str,
+    ) -> None:
+        self.config = config
+        self.rubric = rubric
+        self.profile = profile
+        self.intakes = {intake.id: intake for intake in intakes}
+        self.gpus = gpus
+        self.report_dir = Path(config.getoption("report_dir")).resolve()
+        self.settings = Settings.from_env()
+        self._grader: Grader | None = None
+        self.report: GradingReport | None = None
+        # Reports are written by the controlling process only, never by an xdist worker.
+        self.writes_reports = not hasattr(config, "workerinput")
+
+    @property
+    def grader(self) -> Grader:
+        assert self._grader is not None, "the grading session has not started"
+        return self._grader
+
+    def result_for(self, intake: Intake) -> SubmissionResult:
+        assert self.report is not None
+        result = self.report.submission(
+            intake.id, intake.path, self.report_dir / "artifacts" / slugify(intake.id)
+        )
+        if intake.submission:
+            for warning in intake.submission.warnings:
+                result.note(warning)
+        return result
+
+    # --- session -------------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        try:
+            client = connect()
+            dataset = load_dataset(self.settings.datasets_dir / self.profile.dataset)
+        except GraderError as error:
+            raise pytest.UsageError(
+                f"{error}\n(`grader setup --profile {self.profile.name}` prepares this host)"
+            ) from None
+        gpus = self.gpus
+        if gpus == "auto":
+            gpus = "all" if "nvidia" in (client.info().get("Runtimes") or {}) else "none"
+        self._grader = Grader(
+            client=client,
+            settings=self.settings,
+            profile=self.profile,
+            dataset=dataset,
+            artifacts_root=self.report_dir / "artifacts",
+            gpus=gpus,
+            say=self._say,
+        )
+        self.report = GradingReport(
+            run_id=self._grader.run_id,
+            profile=self.profile.name,
+            rubric=str(self.rubric.path),
+            harness_version=__version__,
+        )
+        for intake in self.intakes.values():
+            self.result_for(intake)
+
+    def _say(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"[grader] {message}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._grader is not None:
+            with contextlib.suppress(Exception):
+                remove_labelled(self._grader.client, {RUN_LABEL: self._grader.run_id})
+        self._write()
+
+    def _write(self) -> None:
+        if self.report is not None and self.writes_reports:
+            write_reports(self.report, self.report_dir)
+
+    # --- collection ----------------------------------------------------------------------------
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "grading" in metafunc.fixturenames:
+            ids = list(self.intakes)
+            metafunc.parametrize("grading_intake", ids, ids=ids, scope="function")
+
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        implemented = set()
+        for item in items:
+            marker = item.get_closest_marker(CHECK_MARKER)
+            if marker is None:
+                continue
+            check_id = marker.args[0]
+            implemented.add(check_id)
+            if check_id not in self.rubric.checks:
+                raise pytest.UsageError(
+                    f"{self.rubric.path}: check {check_id!r} has no entry; "
+                    f'add [checks."{check_id}"]'
+                )
+        missing = [check_id for check_id in self.rubric.checks if check_id not in implemented]
+        if missing:
+            raise pytest.UsageError(
+                f"{self.rubric.path}: checks {', '.join(missing)} are not implemented by the "
+                "collected check modules (run with --pyargs grader.checks)"
+            )
+        order = {check_id: index for index, check_id in enumerate(self.rubric.checks)}
+        submissions = {sid: index for index, sid in enumerate(self.intakes)}
+
+        def key(item: pytest.Item) -> tuple[int, int]:
+            marker = item.get_closest_marker(CHECK_MARKER)
+            callspec = getattr(item, "callspec", None)
+            sid = callspec.params.get("grading_intake") if callspec else None
+            if marker is None or sid is None:
+                return (len(submissions), 0)
+            return (submissions[sid], order[marker.args[0]])
+
+        items.sort(key=key)  # one submission's checks together, in rubric order
+
+    # --- results -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        report = yield
+        marker = item.get_closest_marker(CHECK_MARKER)
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None or "grading_intake" not in callspec.params:
+            return report
+        done = item.stash.setdefault(_recorded_key, False)
+        if done or (call.when != "call" and call.excinfo is None):
+            return report
+        status, message, log = _outcome(call)
+        check_id = marker.args[0]
+        spec = self.rubric.checks[check_id]
+        intake = self.intakes[callspec.params["grading_intake"]]
+        result = self.result_for(intake)
+        result.checks[check_id] = CheckResult(
+            check_id=check_id,
+            title=spec.title,
+            status=status,
+            points=spec.points if status == "passed" else 0.0,
+            max_points=spec.points,
+            message=message,
+            log_excerpt=log,
+            duration_s=call.duration,
+        )
+        item.stash[_recorded_key] = True
+        self._write()
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.report is None:
+            return
+        terminalreporter.section(
+            f"lab5-grader: profile {self.profile.name}, run {self.report.run_id}"
+        )
+        for line in summary_lines(self.report):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"reports: {self.report_dir}")
+
+
+_recorded_key = pytest.StashKey[bool]()
+
+
+def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
+    if call.excinfo is None:
+        return "passed", "", ""
+    error = call.excinfo.value
+    if isinstance(error, CheckFailure):
+        return "failed", str(error.msg), error.log
+    if call.excinfo.errisinstance(pytest.skip.Exception):
+        return "skipped", str(error.msg), ""  # type: ignore[attr-defined]
+    if call.excinfo.errisinstance(pytest.fail.Exception):
+        return "failed", str(error.msg), ""  # type: ignore[attr-defined]
+    if isinstance(error, AssertionError):
+        return "failed", str(error) or "assertion failed", ""
+    # Anything else is a fault of the harness or the host, not of the student.
+    return "error", f"the grader could not run this check: {type(error).__name__}: {error}", ""
+
+
+@pytest.fixture
+def grading(request: pytest.FixtureRequest, grading_intake: str) -> SubmissionGrading:
+    """The submission under grading, with its stages; parametrized over all submissions."""
+    session = request.config.stash.get(session_key, None)
+    if session is None:
+        pytest.skip("grading is off: pass --submissions PATH")
+    return SubmissionGrading(session, session.intakes[grading_intake])
+
+
+def checks_dir() -> Path:
+    """The folder of the check modules (`grader/checks`)."""
+    return Path(__file__).with_name("checks")
+
+
+# pytest's own exit codes that mean "grading ran": all checks passed, or some failed.
+GRADING_RAN = {pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED}

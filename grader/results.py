@@ -1,0 +1,85 @@
+"""The in-memory result model every report is written from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["passed", "failed", "skipped", "error"]
+
+
+@dataclass
+class CheckResult:
+    """One check of one submission. `points` is 0 unless the check passed."""
+
+    check_id: str
+    title: str
+    status: Status
+    points: float
+    max_points: float
+    message: str = ""
+    log_excerpt: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass
+class SubmissionResult:
+    submission_id: str
+    path: str
+    artifacts: str
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return sum(check.points for check in self.checks.values())
+
+    @property
+    def max_score(self) -> float:
+        return sum(check.max_points for check in self.checks.values())
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+@dataclass
+class GradingReport:
+    run_id: str
+    profile: str
+    rubric: str
+    harness_version: str
+    started_at: float = field(default_factory=time.time)
+    submissions: dict[str, SubmissionResult] = field(default_factory=dict)
+
+    def submission(self, submission_id: str, path: Path, artifacts: Path) -> SubmissionResult:
+        if submission_id not in self.submissions:
+            self.submissions[submission_id] = SubmissionResult(
+                submission_id, str(path), str(artifacts)
+            )
+        return self.submissions[submission_id]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "profile": self.profile,
+            "rubric": self.rubric,
+            "harness_version": self.harness_version,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "submissions": {
+                sid: {
+                    "submission_id": result.submission_id,
+                    "path": result.path,
+                    "artifacts": result.artifacts,
+                    "score": result.score,
+                    "max_score": result.max_score,
+                    "notes": result.notes,
+                    "measurements": result.measurements,
+                    "checks": {cid: asdict(check) for cid, check in result.checks.items()},
+                }
+                for sid, result in self.submissions.items()
+            },
+        }
