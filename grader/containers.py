@@ -22,6 +22,7 @@ import docker.types
 import docker.utils
 import requests
 import requests.exceptions
+import urllib3.exceptions
 
 LABEL_PREFIX = "lab5-grader."
 RUN_LABEL = f"{LABEL_PREFIX}run"
@@ -129,7 +130,12 @@ def build_image(
         except docker.errors.APIError as api_error:
             error = api_error.explanation or str(api_error)
             log.write(f"ERROR: {error}\n")
-        except (requests.exceptions.RequestException, OSError, ValueError) as stream_error:
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+        ) as stream_error:
             if not watchdog.finished.is_set():
                 error = f"the connection to the Docker engine failed: {stream_error}"
                 log.write(f"ERROR: {error}\n")
@@ -243,12 +249,16 @@ def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:
 
 
 def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> int:
-    """Remove every container carrying all of `labels`; return how many were removed."""
-    selector = [f"{key}={value}" for key, value in labels.items()]
+    """Remove every container, then every image, carrying all of `labels`; return the count."""
+    selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": selector}):
+    for container in client.containers.list(all=True, filters=selector):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+            removed += 1
+    for image in client.images.list(filters=selector):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.images.remove(image.id, force=True)
             removed += 1
     return removed
 

@@ -49,7 +49,7 @@ def check(check_id: str) -> pytest.MarkDecorator:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lab5-grader", "grading lab 5 submissions")
+    group = parser.getgroup("lab5-grader", "lab5-grader (grading lab 5 submissions)")
     group.addoption(
         "--submissions",
         action="append",
@@ -148,8 +148,8 @@ class SubmissionGrading:
         for base in build.base_images:
             if base.standin:
                 self.result.note(
-                    f"base image {base.reference} was not available; built on "
-                    f"{base.standin.description}"
+                    f"base image {base.reference} is not on this host and cannot be pulled; "
+                    f"the build used {base.standin.description}"
                 )
         if build.build:
             self.result.measurements["train_build_seconds"] = round(build.build.duration_s, 1)
@@ -253,7 +253,11 @@ class GradingSession:
 
     def _say(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        # Progress goes to the terminal at once, not into the captured output of the check.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"[grader] {message}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -371,11 +375,15 @@ def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
 
 
 @pytest.fixture
+def grading_intake() -> str:
+    """The id of the submission under grading; `--submissions` parametrizes it over all of them."""
+    pytest.skip("grading is off: pass --submissions PATH")
+
+
+@pytest.fixture
 def grading(request: pytest.FixtureRequest, grading_intake: str) -> SubmissionGrading:
-    """The submission under grading, with its stages; parametrized over all submissions."""
-    session = request.config.stash.get(session_key, None)
-    if session is None:
-        pytest.skip("grading is off: pass --submissions PATH")
+    """The submission under grading, with its stages and its result record."""
+    session = request.config.stash[session_key]
     return SubmissionGrading(session, session.intakes[grading_intake])
 
 

@@ -86,10 +86,13 @@ def summary_lines(report: GradingReport) -> list[str]:
     lines = [f"{'submission':<{width}}  {'score':>9}  lost points"]
     for sid, result in report.submissions.items():
         lost = [
-            f"{check.check_id} ({check.status}: {_first_line(check.message)})"
+            f"{check.check_id} ({_first_line(check.message)})"
             for check in result.checks.values()
-            if check.status != "passed"
+            if check.status in ("failed", "error")
         ]
+        skipped = sum(check.status == "skipped" for check in result.checks.values())
+        if skipped:
+            lost.append(f"{skipped} later check{'s' if skipped > 1 else ''} skipped")
         score = f"{_points(result.score)}/{_points(result.max_score)}"
         lines.append(f"{sid:<{width}}  {score:>9}  {'; '.join(lost) or '-'}")
     return lines

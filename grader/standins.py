@@ -89,8 +89,8 @@ def _describe(reference: str, family: str, recipe: str) -> StandIn:
         family=family,
         recipe=recipe,
         description=(
-            f"{reference} is the offline stand-in '{family}' (recipe {recipe}): Debian {SUITE} "
-            "with torch 1.13 (CPU), torchvision 0.14, Pillow, NumPy"
+            f"the offline stand-in '{family}' (recipe {recipe}): Debian {SUITE} with torch 1.13 "
+            "(CPU), torchvision 0.14, Pillow, NumPy"
         ),
     )
 

@@ -66,4 +66,7 @@ def test_results_json_and_atomic_write(tmp_path):
 def test_summary_lists_what_was_lost(tmp_path):
     lines = summary_lines(sample_report(tmp_path))
     assert lines[1].split() == ["alice", "10/10", "-"]
-    assert "0/25" in lines[2] and "train.build (failed: COPY failed" in lines[2]
+    assert "0/25" in lines[2]
+    assert "train.build (COPY failed: file not found" in lines[2]
+    assert "train.model_artifact (the grader could not run this)" in lines[2]
+    assert lines[2].endswith("; 1 later check skipped")

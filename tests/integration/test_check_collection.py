@@ -1,0 +1,27 @@
+"""The plugin refuses check modules that do not match the rubric."""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.settings import Settings
+
+GRADER_HOME = Settings.from_env().home
+
+
+@pytest.mark.integration
+def test_checks_must_match_the_rubric(pytester, monkeypatch):
+    monkeypatch.setenv("GRADER_HOME", str(GRADER_HOME))  # pytester moves HOME
+    pytester.mkdir("sub").joinpath("train").mkdir()
+    pytester.makepyfile(
+        """
+        from grader.plugin import check
+
+        @check("train.bogus")
+        def test_x(grading):
+            pass
+        """
+    )
+    result = pytester.runpytest("--submissions", "sub", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*check 'train.bogus' has no entry*"])

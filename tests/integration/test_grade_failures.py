@@ -1,0 +1,127 @@
+"""Broken submissions graded for real: each loses exactly the checks it should, with advice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.rubric import DEFAULT_RUBRIC
+from grader.standins import BASE_IMAGE
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CUDA_BASE = "pytorch/pytorch:1.13.1-cuda11.6-cudnn8-runtime"
+WRITE_MODEL = "echo weights > $OUTPUT_DIR/mnist_cnn.pt"
+
+SUBMISSIONS = {
+    "missing-base": {
+        "train/Dockerfile": "FROM nvidia/cuda:0.0-no-such-tag\nCMD true\n",
+    },
+    "cpu-base": {
+        "train/Dockerfile": f"FROM {BASE_IMAGE}\n"
+        f"CMD sh -c 'echo Test accuracy: 97.5%; {WRITE_MODEL}'\n",
+    },
+    "bad-manifest": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n",
+        "submission.toml": "[train]\nepochs = 3\n",
+    },
+    "too-slow": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n",
+        "submission.toml": '[train]\ncommand = ["sh", "-c", "echo training; sleep 600"]\n',
+    },
+    "crashes": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\nCMD sh -c 'echo Traceback: boom >&2; exit 3'\n",
+    },
+    "silent": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\nCMD sh -c '{WRITE_MODEL}'\n",
+    },
+}
+
+EXPECTED = {
+    "missing-base": {
+        "train.dockerfile": ("passed", ""),
+        "train.build": ("failed", "base image 'nvidia/cuda:0.0-no-such-tag' is not available"),
+        "train.run": ("skipped", "skipped: the training image did not build"),
+    },
+    "cpu-base": {
+        "train.dockerfile": ("failed", f"starts FROM {BASE_IMAGE}, which is not a CUDA-enabled"),
+        "train.build": ("passed", ""),
+        "train.run": ("passed", ""),
+        "train.reported_accuracy": ("passed", ""),
+        "train.model_artifact": ("passed", ""),
+    },
+    "bad-manifest": {
+        check_id: ("failed", "train.epochs: unknown key")
+        for check_id in ("train.dockerfile", "train.build", "train.run")
+    },
+    "too-slow": {
+        "train.run": ("failed", "did not finish within the limit of 8 s and was killed"),
+        "train.reported_accuracy": ("skipped", "skipped: training did not finish successfully"),
+        "train.model_artifact": ("failed", "training did not write mnist_cnn.pt to $OUTPUT_DIR"),
+    },
+    "crashes": {
+        "train.run": ("failed", "training exited with code 3"),
+        "train.reported_accuracy": ("skipped", "skipped: training did not finish"),
+    },
+    "silent": {
+        "train.run": ("passed", ""),
+        "train.reported_accuracy": ("failed", "no accuracy found: write $OUTPUT_DIR/metrics.json"),
+        "train.model_artifact": ("passed", ""),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("broken")
+    for submission, files in SUBMISSIONS.items():
+        for name, text in files.items():
+            path = folder / "submissions" / submission / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    rubric = folder / "rubric.toml"
+    rubric.write_text(
+        DEFAULT_RUBRIC.read_text().replace("train_seconds = 900", "train_seconds = 8", 1)
+    )
+    report_dir = folder / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "grader", "grade", str(folder / "submissions"),
+         "--rubric", str(rubric), "--report-dir", str(report_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((report_dir / "results.json").read_text()), done.stdout, report_dir
+
+
+@pytest.mark.parametrize("submission_id", list(EXPECTED))
+def test_verdicts(graded, submission_id):
+    results, _, _ = graded
+    checks = results["submissions"][submission_id]["checks"]
+    for check_id, (status, phrase) in EXPECTED[submission_id].items():
+        assert checks[check_id]["status"] == status, checks[check_id]
+        assert phrase in checks[check_id]["message"]
+
+
+def test_failure_messages_carry_the_log(graded):
+    results, _, _ = graded
+    crash = results["submissions"]["crashes"]["checks"]["train.run"]
+    assert "Traceback: boom" in crash["log_excerpt"]
+    slow = results["submissions"]["too-slow"]["checks"]["train.run"]
+    assert "killed at the wall-time limit of 8 s" in slow["log_excerpt"]
+
+
+def test_missing_base_image_names_every_source_tried(graded):
+    results, _, _ = graded
+    message = results["submissions"]["missing-base"]["checks"]["train.build"]["message"]
+    assert "not on this host; pull failed (" in message
+    assert "no offline stand-in exists for it" in message
+
+
+def test_custom_rubric_is_recorded(graded):
+    results, _, report_dir = graded
+    assert results["rubric"] == str(report_dir.parent / "rubric.toml")

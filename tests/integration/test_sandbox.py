@@ -1,0 +1,187 @@
+"""The Docker layer against the real engine: limits, isolation, time limits, logs."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import docker.types
+import pytest
+
+from grader.containers import (
+    LOG_HEAD_BYTES,
+    LOG_TAIL_BYTES,
+    ResourceLimits,
+    build_image,
+    grader_labels,
+    remove_labelled,
+    run_to_exit,
+)
+from grader.engine import connect
+from grader.standins import BASE_IMAGE
+
+pytestmark = pytest.mark.integration
+
+LIMITS = ResourceLimits(cpus=1.0, memory_mb=256, pids=64, wall_seconds=60)
+
+
+@pytest.fixture(scope="module")
+def client():
+    client = connect()
+    client.images.get(BASE_IMAGE)  # made by `grader setup`
+    return client
+
+
+@pytest.fixture
+def labels(request):
+    labels = grader_labels("test-" + request.node.name[:40], "sandbox", "test")
+    yield labels
+    remove_labelled(connect(), labels)
+
+
+def run(client, labels, tmp_path, script, limits=LIMITS, data=None):
+    data = data or tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    output = tmp_path / "output"
+    output.mkdir(exist_ok=True)
+    result = run_to_exit(
+        client,
+        image=BASE_IMAGE,
+        command=["sh", "-c", script],
+        environment={"MNIST_ROOT": "/data", "OUTPUT_DIR": "/output"},
+        mounts=[
+            docker.types.Mount("/data", str(data), type="bind", read_only=True),
+            docker.types.Mount("/output", str(output), type="bind"),
+        ],
+        limits=limits,
+        labels=labels,
+        log_path=tmp_path / "run.log",
+    )
+    return result, result.log_path.read_text()
+
+
+def test_isolation_mounts_and_environment(client, labels, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "digits").write_text("x")
+    result, log = run(
+        client,
+        labels,
+        tmp_path,
+        "ls /sys/class/net; cat /data/digits; echo; "
+        "touch /data/new 2>/dev/null && echo data-writable || echo data-read-only; "
+        "echo saved > $OUTPUT_DIR/model.pt && echo output-writable; "
+        "echo threads=$OMP_NUM_THREADS root=$MNIST_ROOT; "
+        "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status",
+    )
+    assert result.exit_code == 0, log
+    assert log.splitlines()[0] == "lo"  # no network interface but loopback
+    assert "data-read-only" in log
+    assert "output-writable" in log and (tmp_path / "output" / "model.pt").read_text() == "saved\n"
+    assert "threads=1 root=/data" in log
+    assert "CapEff:\t0000000000000000" in log
+    assert "NoNewPrivs:\t1" in log
+
+
+def test_cpu_and_pids_limits(client, labels, tmp_path):
+    result, log = run(
+        client,
+        labels,
+        tmp_path,
+        "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
+        'python -c "import subprocess\n'
+        "procs = []\n"
+        "try:\n"
+        "    procs = [subprocess.Popen(['sleep', '20']) for _ in range(200)]\n"
+        "except OSError as error:\n"
+        "    print('fork refused after', len(procs), type(error).__name__)\n"
+        'for p in procs: p.kill()"',
+    )
+    assert result.exit_code == 0, log
+    assert log.split()[0] in {"100000", "100000 100000"} or log.startswith("100000"), log
+    assert "fork refused after" in log
+    refused_after = int(log.split("fork refused after")[1].split()[0])
+    assert refused_after < LIMITS.pids
+
+
+def test_memory_limit_kills_and_is_reported(client, labels, tmp_path):
+    result, log = run(
+        client, labels, tmp_path, "python -c \"b = bytearray(1024 * 1024 * 1024); print('no')\""
+    )
+    assert result.oom_killed, log
+    assert result.exit_code != 0
+    assert "no" not in log.split()
+
+
+def test_wall_time_limit_kills_the_container(client, labels, tmp_path):
+    limits = ResourceLimits(cpus=1.0, memory_mb=256, pids=64, wall_seconds=3)
+    started = time.monotonic()
+    result, log = run(client, labels, tmp_path, "echo started; sleep 600", limits=limits)
+    assert result.timed_out and result.exit_code is None
+    assert time.monotonic() - started < 30
+    assert "started" in log and "killed at the wall-time limit of 3 s" in log
+    assert not client.containers.list(all=True, filters={"label": "lab5-grader.role=test"})
+
+
+def test_huge_output_is_capped(client, labels, tmp_path):
+    result, log = run(
+        client, labels, tmp_path, "head -c 20000000 /dev/zero | tr '\\0' 'x'; echo END"
+    )
+    assert result.exit_code == 0
+    size = (tmp_path / "run.log").stat().st_size
+    assert size < LOG_HEAD_BYTES + LOG_TAIL_BYTES + 200
+    assert "bytes of output cut here" in log and log.rstrip().endswith("END")
+
+
+def test_build_log_and_labels(client, labels, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo building-step\n")
+    result = build_image(
+        client,
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        tag="lab5-grader/test-build:ok",
+        labels=labels,
+        log_path=tmp_path / "build.log",
+        timeout_s=300,
+    )
+    assert result.ok, result.error
+    assert "building-step" in result.log_path.read_text()
+    assert client.images.get("lab5-grader/test-build:ok").labels["lab5-grader.role"] == "test"
+
+
+def test_build_error_is_reported(client, labels, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo nope && exit 3\n")
+    result = build_image(
+        client,
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        tag="lab5-grader/test-build:fails",
+        labels=labels,
+        log_path=tmp_path / "build.log",
+        timeout_s=300,
+    )
+    assert not result.ok
+    assert "returned a non-zero code: 3" in (result.error or "")
+    assert "ERROR:" in result.log_path.read_text()
+
+
+def test_build_time_limit_cancels_the_build(client, labels, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN sleep 600\n")
+    before = {c.id for c in client.containers.list(all=True)}
+    started = time.monotonic()
+    result = build_image(
+        client,
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        tag="lab5-grader/test-build:slow",
+        labels=labels,
+        log_path=tmp_path / "build.log",
+        timeout_s=4,
+    )
+    assert time.monotonic() - started < 30
+    assert result.timed_out and not result.ok
+    assert result.error == "the build did not finish within the limit of 4 s"
+    # The engine cancels the build and removes its intermediate container.
+    deadline = time.monotonic() + 30
+    while {c.id for c in client.containers.list(all=True)} - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not {c.id for c in client.containers.list(all=True)} - before

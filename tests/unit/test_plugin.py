@@ -1,0 +1,118 @@
+"""The plugin's behaviour inside pytest, and the CLI's exit codes, without running containers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.containers import device_requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_plugin_is_inactive_without_submissions(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.check("train.build")
+        def test_marked():
+            pass
+
+        def test_grading_fixture_skips(grading):
+            pass
+        """
+    )
+    result = pytester.runpytest("--strict-markers", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*grading is off: pass --submissions PATH*"])
+
+
+def test_options_are_documented(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*lab5-grader*", "*--submissions=PATH*", "*--report-dir=DIR*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--submissions", "nowhere"], "ERROR: nowhere: no such file or folder"),
+        (["--submissions", ".", "--profile", "gpu"], "*no profile 'gpu'; it defines offline, full"),
+        (["--submissions", ".", "--gpus", "many"], "ERROR: --gpus 'many': use auto, none, all*"),
+        (["--submissions", ".", "--rubric", "missing.toml"], "*missing.toml: no such rubric file"),
+    ],
+)
+def test_usage_errors(pytester, args, message):
+    pytester.mkdir("sub").joinpath("train").mkdir()
+    if args[1] == ".":
+        args[1] = "sub"
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def grader_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "grader", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_grade_without_an_engine_is_a_one_line_error(tmp_path):
+    done = grader_cli(
+        "grade", "submissions", "--report-dir", str(tmp_path),
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [f"ERROR: no Docker engine answers at unix://{tmp_path}/no.sock; "
+                      "run `grader setup` (as root on Debian it installs and starts one) "
+                      "or start Docker yourself"]  # fmt: skip
+
+
+def test_setup_with_an_unreachable_docker_host(tmp_path):
+    done = grader_cli("setup", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"grader: error: no Docker engine answers at DOCKER_HOST=unix://{tmp_path}/no.sock; "
+        "start it or unset DOCKER_HOST"
+    )
+
+
+def test_grade_with_a_bad_profile(tmp_path):
+    done = grader_cli("grade", "submissions", "--profile", "huge", "--report-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "no profile 'huge'" in done.stderr
+
+
+def test_data_for_full_profile_needs_mnist(tmp_path):
+    done = grader_cli("data", "--profile", "full", env={"GRADER_HOME": str(tmp_path)})
+    assert done.returncode == 2
+    assert "grader data --profile full --mnist-dir DIR" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("gpus", "expected"),
+    [
+        ("none", []),
+        ("all", [{"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]],
+                  "Options": {}}]),
+        ("0,2", [{"Driver": "", "Count": 0, "DeviceIDs": ["0", "2"], "Capabilities": [["gpu"]],
+                  "Options": {}}]),
+    ],
+)  # fmt: skip
+def test_device_requests(gpus, expected):
+    assert [dict(request) for request in device_requests(gpus)] == expected
+
+
+def test_device_requests_reject_nonsense():
+    with pytest.raises(ValueError, match="neither none, all nor a list of ids"):
+        device_requests(",")
