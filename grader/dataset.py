@@ -304,7 +304,7 @@ def write_dataset(dest: Path, train: Digits, test: Digits, hidden: Digits, sourc
                 # mtime=0 keeps the .gz files byte-identical across hosts.
                 with (
                     open(staging / f"{relative}.gz", "wb") as handle,
-                    gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as gz,
+                    gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6, mtime=0) as gz,
                 ):
                     gz.write(data)
         counts = {"train": train.count, "test": test.count, "hidden": hidden.count}
