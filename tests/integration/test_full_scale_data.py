@@ -6,9 +6,6 @@ so it stands in for a real MNIST copy here; it is installed when missing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +13,10 @@ import pytest
 from grader.dataset import PIXELS, load_dataset, read_digits
 from grader.engine import apt_install
 from grader.settings import Settings
+from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -31,11 +28,14 @@ def mnist_dir():
 
 
 def test_grader_data_from_a_full_mnist_copy(mnist_dir, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "grader", "data", "--profile", "full", "--mnist-dir", str(mnist_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "GRADER_HOME": str(tmp_path)},
-    )  # fmt: skip
+    done = run_grader(
+        "data",
+        "--profile",
+        "full",
+        "--mnist-dir",
+        str(mnist_dir),
+        env={"GRADER_HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     assert "{'train': 60000, 'test': 5000, 'hidden': 5000}" in done.stdout
     dataset = load_dataset(tmp_path / "datasets" / "full")
@@ -59,10 +59,13 @@ def test_a_partial_copy_is_refused(mnist_dir, tmp_path):
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz"):  # fmt: skip
         (partial / name).symlink_to(mnist_dir / name)
-    done = subprocess.run(
-        [sys.executable, "-m", "grader", "data", "--profile", "full", "--mnist-dir", str(partial)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "GRADER_HOME": str(tmp_path)},
-    )  # fmt: skip
+    done = run_grader(
+        "data",
+        "--profile",
+        "full",
+        "--mnist-dir",
+        str(partial),
+        env={"GRADER_HOME": str(tmp_path)},
+    )
     assert done.returncode == 2
     assert f"{partial}: no MNIST files found" in done.stderr

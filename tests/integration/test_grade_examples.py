@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grader.engine import connect
+from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CHECKS = [
     "train.dockerfile",
     "train.build",
@@ -42,10 +40,9 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     report_dir = tmp_path_factory.mktemp("reports")
-    done = subprocess.run(
-        [sys.executable, "-m", "grader", "grade", "submissions", "reference",
-         "--report-dir", str(report_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=3600,
+    done = run_grader(
+        "grade", "submissions", "reference", "--report-dir", str(report_dir),
+        timeout=3600,
     )  # fmt: skip
     results = json.loads((report_dir / "results.json").read_text())
     return done, report_dir, results

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from grader.rubric import DEFAULT_RUBRIC
 from grader.standins import BASE_IMAGE
+from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 CUDA_BASE = "pytorch/pytorch:1.13.1-cuda11.6-cudnn8-runtime"
 WRITE_MODEL = "echo weights > $OUTPUT_DIR/mnist_cnn.pt"
 
@@ -89,10 +86,11 @@ def graded(tmp_path_factory):
         DEFAULT_RUBRIC.read_text().replace("train_seconds = 900", "train_seconds = 8", 1)
     )
     report_dir = folder / "reports"
-    done = subprocess.run(
-        [sys.executable, "-m", "grader", "grade", str(folder / "submissions"),
-         "--rubric", str(rubric), "--report-dir", str(report_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    done = run_grader(
+        "grade", str(folder / "submissions"),
+        "--rubric", str(rubric),
+        "--report-dir", str(report_dir),
+        timeout=1800,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((report_dir / "results.json").read_text()), done.stdout, report_dir

@@ -132,51 +132,37 @@ def test_huge_output_is_capped(client, labels, tmp_path):
     assert "bytes of output cut here" in log and log.rstrip().endswith("END")
 
 
-def test_build_log_and_labels(client, labels, tmp_path):
-    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo building-step\n")
-    result = build_image(
+def build(client, labels, tmp_path, steps, tag, timeout_s=300):
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\n{steps}\n")
+    return build_image(
         client,
         context=tmp_path,
         dockerfile=tmp_path / "Dockerfile",
-        tag="lab5-grader/test-build:ok",
+        tag=tag,
         labels=labels,
         log_path=tmp_path / "build.log",
-        timeout_s=300,
+        timeout_s=timeout_s,
     )
+
+
+def test_build_log_and_labels(client, labels, tmp_path):
+    result = build(client, labels, tmp_path, "RUN echo building-step", "lab5-grader/test-build:ok")
     assert result.ok, result.error
     assert "building-step" in result.log_path.read_text()
     assert client.images.get("lab5-grader/test-build:ok").labels["lab5-grader.role"] == "test"
 
 
 def test_build_error_is_reported(client, labels, tmp_path):
-    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo nope && exit 3\n")
-    result = build_image(
-        client,
-        context=tmp_path,
-        dockerfile=tmp_path / "Dockerfile",
-        tag="lab5-grader/test-build:fails",
-        labels=labels,
-        log_path=tmp_path / "build.log",
-        timeout_s=300,
-    )
+    result = build(client, labels, tmp_path, "RUN echo nope && exit 3", "lab5-grader/test-build:no")
     assert not result.ok
     assert "returned a non-zero code: 3" in (result.error or "")
     assert "ERROR:" in result.log_path.read_text()
 
 
 def test_build_time_limit_cancels_the_build(client, labels, tmp_path):
-    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN sleep 600\n")
     before = {c.id for c in client.containers.list(all=True)}
     started = time.monotonic()
-    result = build_image(
-        client,
-        context=tmp_path,
-        dockerfile=tmp_path / "Dockerfile",
-        tag="lab5-grader/test-build:slow",
-        labels=labels,
-        log_path=tmp_path / "build.log",
-        timeout_s=4,
-    )
+    result = build(client, labels, tmp_path, "RUN sleep 600", "lab5-grader/test-build:slow", 4)
     assert time.monotonic() - started < 30
     assert result.timed_out and not result.ok
     assert result.error == "the build did not finish within the limit of 4 s"

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from grader.containers import device_requests
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli import run_grader
 
 
 def test_plugin_is_inactive_without_submissions(pytester):
@@ -55,19 +49,8 @@ def test_usage_errors(pytester, args, message):
     result.stderr.fnmatch_lines([message])
 
 
-def grader_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "grader", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
 def test_grade_without_an_engine_is_a_one_line_error(tmp_path):
-    done = grader_cli(
+    done = run_grader(
         "grade", "submissions", "--report-dir", str(tmp_path),
         env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"},
     )  # fmt: skip
@@ -79,7 +62,7 @@ def test_grade_without_an_engine_is_a_one_line_error(tmp_path):
 
 
 def test_setup_with_an_unreachable_docker_host(tmp_path):
-    done = grader_cli("setup", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    done = run_grader("setup", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"grader: error: no Docker engine answers at DOCKER_HOST=unix://{tmp_path}/no.sock; "
@@ -88,13 +71,13 @@ def test_setup_with_an_unreachable_docker_host(tmp_path):
 
 
 def test_grade_with_a_bad_profile(tmp_path):
-    done = grader_cli("grade", "submissions", "--profile", "huge", "--report-dir", str(tmp_path))
+    done = run_grader("grade", "submissions", "--profile", "huge", "--report-dir", str(tmp_path))
     assert done.returncode == 2
     assert "no profile 'huge'" in done.stderr
 
 
 def test_data_for_full_profile_needs_mnist(tmp_path):
-    done = grader_cli("data", "--profile", "full", env={"GRADER_HOME": str(tmp_path)})
+    done = run_grader("data", "--profile", "full", env={"GRADER_HOME": str(tmp_path)})
     assert done.returncode == 2
     assert "grader data --profile full --mnist-dir DIR" in done.stderr
 
