@@ -14,7 +14,7 @@ import requests.exceptions
 from grader.dockerfile import image_name
 from grader.errors import BaseImageUnavailable, GraderError
 from grader.settings import Settings
-from grader.standins import StandIn, provide_standin, standin_of
+from grader.standins import StandIn, current_recipe, provide_standin, standin_of
 
 Say = Callable[[str], None]
 
@@ -57,7 +57,13 @@ class BaseImageProvider:
             pass
         else:
             standin = standin_of(image)
-            return BaseImage(reference, "stand-in" if standin else "local", standin)
+            if standin is None:
+                return BaseImage(reference, "local")
+            if standin.recipe == current_recipe(standin.family):
+                return BaseImage(reference, "stand-in", standin)
+            # A stand-in of an older recipe: tag the current one under this name instead.
+            newer = provide_standin(self.client, reference, self.settings, self.say)
+            return BaseImage(reference, "stand-in", newer)
         tried = ["not on this host"]
         pull_error = self._pull(reference)
         if pull_error is None:

@@ -15,7 +15,7 @@ from grader.engine import ensure_engine
 from grader.errors import DatasetError, GraderError
 from grader.rubric import DEFAULT_RUBRIC, load_rubric
 from grader.settings import Settings
-from grader.standins import ensure_base_image
+from grader.standins import ensure_base_image, ensure_torchserve_image
 
 EXIT_HARNESS_FAILED = 2
 
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--profile", default="offline", help="prepare the data of this profile")
     setup.add_argument("--mnist-dir", type=Path, help="a full MNIST copy (for the full profile)")
     setup.add_argument(
-        "--no-standins", action="store_true", help="do not build the offline base image"
+        "--no-standins", action="store_true", help="do not build the offline base images"
     )
     setup.set_defaults(run=_setup)
 
@@ -118,8 +118,9 @@ def _setup(args: argparse.Namespace) -> int:
     say(f"Docker engine {info.get('Version')} (API {info.get('ApiVersion')}) answers")
     _ensure_dataset(settings, args.profile, args.mnist_dir, force=False)
     if not args.no_standins:
-        image = ensure_base_image(client, settings, say)
-        say(f"offline base image ready: {image.tags[0] if image.tags else image.short_id}")
+        for image in (ensure_base_image(client, settings, say),
+                      ensure_torchserve_image(client, settings, say)):  # fmt: skip
+            say(f"offline base image ready: {image.tags[0] if image.tags else image.short_id}")
     say(f"set-up done in {time.monotonic() - started:.1f} s (state in {settings.home})")
     return 0
 

@@ -75,6 +75,7 @@ def build_image(
     labels: Mapping[str, str],
     log_path: Path,
     timeout_s: float,
+    buildargs: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """Build with the classic builder, streaming its output to `log_path`.
 
@@ -112,6 +113,7 @@ def build_image(
                 else str(dockerfile),
                 tag=tag,
                 labels=dict(labels),
+                buildargs=dict(buildargs or {}),
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -224,6 +226,75 @@ def run_to_exit(
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
     return RunResult(exit_code, timed_out, oom_killed, log_path, duration)
+
+
+@dataclass
+class RunningServer:
+    """A detached server container and the host ports (on 127.0.0.1) its ports are published on."""
+
+    container: docker.models.containers.Container
+    host_ports: dict[int, int]
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{self.host_ports[port]}"
+
+    def state(self) -> dict[str, Any]:
+        """The engine's view: Status ("running", "exited", ...), ExitCode, OOMKilled."""
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return {"Status": "removed"}
+        return dict(self.container.attrs.get("State", {}))
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return self.container.logs(tail=lines).decode("utf-8", "replace")
+        except docker.errors.APIError:
+            return ""
+
+
+def start_server(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    ports: Sequence[int],
+    limits: ResourceLimits,
+    labels: Mapping[str, str],
+    gpus: str = "none",
+) -> RunningServer:
+    """Start a sandboxed server with `ports` published on 127.0.0.1 at free host ports."""
+    container = client.containers.run(
+        image,
+        detach=True,
+        ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+        nano_cpus=int(limits.cpus * 1e9),
+        mem_limit=f"{limits.memory_mb}m",
+        memswap_limit=f"{limits.memory_mb}m",
+        pids_limit=limits.pids,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        labels=dict(labels),
+        device_requests=device_requests(gpus),
+    )
+    container.reload()
+    published = container.attrs["NetworkSettings"].get("Ports") or {}
+    host_ports = {}
+    for port in ports:
+        bindings = published.get(f"{port}/tcp") or []
+        if bindings:
+            host_ports[port] = int(bindings[0]["HostPort"])
+    return RunningServer(container, host_ports)
+
+
+def stop_server(server: RunningServer, log_path: Path) -> None:
+    """Keep the server's log (head and tail) and remove the container."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(docker.errors.APIError):
+        server.container.stop(timeout=5)
+    with contextlib.suppress(docker.errors.APIError):
+        write_capped_log(server.container.logs(stream=True, stdout=True, stderr=True), log_path)
+    with contextlib.suppress(docker.errors.APIError):
+        server.container.remove(force=True)
 
 
 def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:

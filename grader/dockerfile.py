@@ -83,15 +83,19 @@ class Dockerfile:
         return bool(keywords & {"CMD", "ENTRYPOINT"})
 
 
-def read_dockerfile(path: Path) -> Dockerfile:
-    """Parse the Dockerfile at `path`; DockerfileError says what is wrong and where."""
+def read_dockerfile(path: Path, shown_as: Path | None = None) -> Dockerfile:
+    """Parse the Dockerfile at `path`; DockerfileError says what is wrong and where.
+
+    Messages name the file as `shown_as` (e.g. relative to the submission) when given.
+    """
+    shown = shown_as or path
     if not path.is_file():
-        raise DockerfileError(f"{path}: no such file")
+        raise DockerfileError(f"{shown}: no such file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise DockerfileError(f"{path}: not UTF-8 text ({error.reason})") from error
-    return parse_dockerfile(text, path)
+        raise DockerfileError(f"{shown}: not UTF-8 text ({error.reason})") from error
+    return parse_dockerfile(text, shown)
 
 
 def parse_dockerfile(text: str, path: Path = Path("Dockerfile")) -> Dockerfile:
@@ -261,3 +265,14 @@ def gpu_capability(reference: str) -> str | None:
     if repo == "tensorflow/tensorflow":
         return "TensorFlow GPU image" if "gpu" in tag else None
     return None
+
+
+def cuda_base_problem(dockerfile: Dockerfile) -> str | None:
+    """Why the image a Dockerfile builds is not CUDA-enabled, or None when it is."""
+    base = dockerfile.resolve_base(dockerfile.final_stage)
+    if gpu_capability(base) is not None:
+        return None
+    return (
+        f"the final stage starts FROM {base}, which is not a CUDA-enabled image; start from "
+        "nvidia/cuda:<version>-cudnn*, a pytorch/pytorch:*-cuda* tag or pytorch/torchserve:*-gpu"
+    )

@@ -19,19 +19,35 @@ import docker.types
 from grader.accuracy import ReportedAccuracy, from_log, from_metrics
 from grader.baseimages import BaseImage, BaseImageProvider
 from grader.containers import (
+    RUN_LABEL,
+    SUBMISSION_LABEL,
     BuildResult,
     ResourceLimits,
     RunResult,
     build_image,
     grader_labels,
+    remove_labelled,
     run_to_exit,
+    start_server,
+    stop_server,
 )
 from grader.dataset import Dataset
-from grader.dockerfile import Dockerfile, read_dockerfile
+from grader.dockerfile import read_dockerfile
 from grader.errors import BaseImageUnavailable, DockerfileError
 from grader.rubric import Profile
+from grader.serving import (
+    INFERENCE_PORT,
+    MANAGEMENT_PORT,
+    SERVER_PORTS,
+    Outcome,
+    Server,
+    prepare_serve_context,
+    wait_healthy,
+    wait_model_ready,
+)
 from grader.settings import Settings
 from grader.submission import Submission
+from grader.torchserve import TorchServeAPI
 
 Say = Callable[[str], None]
 
@@ -44,13 +60,14 @@ def new_run_id() -> str:
 
 
 @dataclass(frozen=True)
-class TrainingBuild:
-    """The training image build, or why it could not be attempted."""
+class ImageBuild:
+    """An image build, or why it could not be attempted."""
 
     tag: str
     build: BuildResult | None
     base_images: tuple[BaseImage, ...]
     problem: str | None = None  # set when the build could not start (Dockerfile, base image)
+    model_origin: str | None = None  # inference image: "trained" or "committed" weights
 
     @property
     def ok(self) -> bool:
@@ -89,8 +106,10 @@ class Grader:
     gpus: str = "none"
     run_id: str = field(default_factory=new_run_id)
     say: Say = print
-    _builds: dict[str, TrainingBuild] = field(default_factory=dict)
+    _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
+    _servers: dict[str, Server] = field(default_factory=dict)
+    _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _base_images: BaseImageProvider | None = None
 
     def artifacts(self, submission: Submission) -> Path:
@@ -109,35 +128,48 @@ class Grader:
 
     # --- training ------------------------------------------------------------------------------
 
-    def training_dockerfile(self, submission: Submission) -> Dockerfile:
-        return read_dockerfile(submission.train.dockerfile)
+    def training_build(self, submission: Submission) -> ImageBuild:
+        key = (submission.id, "train")
+        if key not in self._builds:
+            train = submission.train
+            self._builds[key] = self._build(
+                submission,
+                "train",
+                train.context,
+                train.dockerfile,
+                submission.shown(train.dockerfile),
+            )
+        return self._builds[key]
 
-    def training_build(self, submission: Submission) -> TrainingBuild:
-        if submission.id not in self._builds:
-            self._builds[submission.id] = self._build_training(submission)
-        return self._builds[submission.id]
-
-    def _build_training(self, submission: Submission) -> TrainingBuild:
-        tag = self.image_tag(submission, "train")
+    def _build(
+        self,
+        submission: Submission,
+        role: str,
+        context: Path,
+        dockerfile_path: Path,
+        shown_as: Path,
+        model_origin: str | None = None,
+    ) -> ImageBuild:
+        tag = self.image_tag(submission, role)
         try:
-            dockerfile = self.training_dockerfile(submission)
+            dockerfile = read_dockerfile(dockerfile_path, shown_as)
             bases = tuple(self.base_images.ensure(image) for image in dockerfile.external_images)
         except (DockerfileError, BaseImageUnavailable) as error:
-            return TrainingBuild(tag, None, (), problem=str(error))
-        if not submission.train.context.is_dir():
-            return TrainingBuild(
-                tag, None, bases, problem=f"build context {submission.train.context} is missing"
+            return ImageBuild(tag, None, (), problem=str(error))
+        if not context.is_dir():
+            return ImageBuild(
+                tag, None, bases, problem=f"build context {submission.shown(context)}/ is missing"
             )
         build = build_image(
             self.client,
-            context=submission.train.context,
-            dockerfile=submission.train.dockerfile,
+            context=context,
+            dockerfile=dockerfile_path,
             tag=tag,
-            labels=grader_labels(self.run_id, submission.id, "train"),
-            log_path=self.artifacts(submission) / "train-build.log",
+            labels=grader_labels(self.run_id, submission.id, role),
+            log_path=self.artifacts(submission) / f"{role}-build.log",
             timeout_s=self.profile.limits.build_seconds,
         )
-        return TrainingBuild(tag, build, bases)
+        return ImageBuild(tag, build, bases, model_origin=model_origin)
 
     def training_run(self, submission: Submission) -> TrainingRun:
         if submission.id not in self._runs:
@@ -146,9 +178,13 @@ class Grader:
             self._runs[submission.id] = self._train(submission, build.tag)
         return self._runs[submission.id]
 
+    def scratch(self, submission: Submission, name: str) -> Path:
+        """A per-run working folder on the host, removed when the submission is finished."""
+        return self.settings.home / "runs" / self.run_id / submission.slug / name
+
     def _train(self, submission: Submission, image: str) -> TrainingRun:
         artifacts = self.artifacts(submission)
-        scratch = self.settings.home / "runs" / self.run_id / submission.slug / "output"
+        scratch = self.scratch(submission, "output")
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         scratch.chmod(0o777)  # the image may run as a non-root user
@@ -178,9 +214,101 @@ class Grader:
             model = _copy_out(scratch / submission.train.model_file, artifacts)
             metrics = _copy_out(scratch / "metrics.json", artifacts)
         finally:
-            shutil.rmtree(scratch.parent, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
         reported, notes = _reported_accuracy(metrics, run.log_path)
         return TrainingRun(run, model, metrics, reported, notes)
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def trained_model(self, submission: Submission) -> Path | None:
+        """The model training just produced, or None (training did not build, run or write it)."""
+        if not self.training_build(submission).ok:
+            return None
+        return self.training_run(submission).model_file
+
+    def serving_build(self, submission: Submission) -> ImageBuild:
+        """The inference image, built from a copy of the serve context holding the model."""
+        key = (submission.id, "serve")
+        if key in self._builds:
+            return self._builds[key]
+        serve = submission.serve
+        tag = self.image_tag(submission, "serve")
+        if not serve.context.is_dir():
+            build = ImageBuild(
+                tag,
+                None,
+                (),
+                problem=f"build context {submission.shown(serve.context)}/ is missing",
+            )
+        else:
+            context, origin = prepare_serve_context(
+                serve.context,
+                serve.model_path,
+                self.trained_model(submission),
+                self.scratch(submission, "serve-context"),
+            )
+            if context is None:
+                build = ImageBuild(tag, None, (), problem=origin)
+            elif not serve.dockerfile.is_relative_to(serve.context):
+                build = ImageBuild(
+                    tag,
+                    None,
+                    (),
+                    problem=f"{submission.shown(serve.dockerfile)} is outside the serve context",
+                )
+            else:
+                dockerfile = context / serve.dockerfile.relative_to(serve.context)
+                shown = submission.shown(serve.dockerfile)
+                build = self._build(submission, "serve", context, dockerfile, shown, origin)
+        self._builds[key] = build
+        return build
+
+    def server(self, submission: Submission) -> Server:
+        """The started inference container (the serving build must have succeeded)."""
+        if submission.id not in self._servers:
+            build = self.serving_build(submission)
+            assert build.ok, "server needs a successful serving build"
+            limits = self.profile.limits
+            running = start_server(
+                self.client,
+                image=build.tag,
+                ports=SERVER_PORTS,
+                limits=ResourceLimits(limits.cpus, limits.memory_mb, limits.pids, 0),
+                labels=grader_labels(self.run_id, submission.id, "serve"),
+                gpus=self.gpus,
+            )
+            published = {INFERENCE_PORT, MANAGEMENT_PORT} <= running.host_ports.keys()
+            api = (
+                TorchServeAPI(running.url(INFERENCE_PORT), running.url(MANAGEMENT_PORT))
+                if published
+                else None
+            )
+            self._servers[submission.id] = Server(running, api)
+        return self._servers[submission.id]
+
+    def server_healthy(self, submission: Submission) -> Outcome:
+        key = (submission.id, "healthy")
+        if key not in self._waits:
+            timeout = self.profile.limits.server_ready_seconds
+            self._waits[key] = wait_healthy(self.server(submission), timeout)
+        return self._waits[key]
+
+    def model_ready(self, submission: Submission) -> Outcome:
+        key = (submission.id, "ready")
+        if key not in self._waits:
+            timeout = self.profile.limits.server_ready_seconds
+            self._waits[key] = wait_model_ready(
+                self.server(submission), submission.serve.model_name, timeout
+            )
+        return self._waits[key]
+
+    def finish(self, submission: Submission) -> None:
+        """Stop the submission's server (keeping its log) and remove its containers and images."""
+        server = self._servers.pop(submission.id, None)
+        if server is not None:
+            stop_server(server.running, self.artifacts(submission) / "server.log")
+        remove_labelled(self.client, {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission.id})
+        shutil.rmtree(self.scratch(submission, ""), ignore_errors=True)
 
 
 def _copy_out(source: Path, folder: Path) -> Path | None:

@@ -11,19 +11,21 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import pytest
 
 from grader import __version__
 from grader.containers import RUN_LABEL, log_excerpt, remove_labelled
 from grader.dataset import load_dataset
+from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
-from grader.errors import GraderError, ManifestError
-from grader.grading import Grader, TrainingBuild, TrainingRun
+from grader.errors import DockerfileError, GraderError, ManifestError
+from grader.grading import Grader, ImageBuild, TrainingRun
 from grader.reports import summary_lines, write_reports
 from grader.results import CheckResult, GradingReport, Status, SubmissionResult
 from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
+from grader.serving import Server
 from grader.settings import Settings
 from grader.submission import Submission, discover, load_submission, slugify
 
@@ -143,8 +145,27 @@ class SubmissionGrading:
     def grader(self) -> Grader:
         return self.session.grader
 
-    def training_build(self) -> TrainingBuild:
-        build = self.grader.training_build(self.submission)
+    def lint_dockerfile(self, half: Literal["train", "serve"]) -> None:
+        """Fail unless the half's Dockerfile parses and builds on a CUDA-enabled image."""
+        __tracebackhide__ = True
+        submission = self.submission
+        spec = submission.train if half == "train" else submission.serve
+        what = "training" if half == "train" else "inference"
+        try:
+            dockerfile = read_dockerfile(spec.dockerfile, submission.shown(spec.dockerfile))
+        except DockerfileError as error:
+            if not spec.dockerfile.exists():
+                fail_check(
+                    f"{error}: the {what} half is missing; put its Dockerfile at "
+                    f"{half}/Dockerfile or set {half}.context and {half}.dockerfile in "
+                    "submission.toml"
+                )
+            fail_check(str(error))
+        problem = cuda_base_problem(dockerfile)
+        if problem:
+            fail_check(problem)
+
+    def _record_build(self, build: ImageBuild, role: str) -> ImageBuild:
         for base in build.base_images:
             if base.standin:
                 self.result.note(
@@ -152,15 +173,21 @@ class SubmissionGrading:
                     f"the build used {base.standin.description}"
                 )
         if build.build:
-            self.result.measurements["train_build_seconds"] = round(build.build.duration_s, 1)
+            self.result.measurements[f"{role}_build_seconds"] = round(build.build.duration_s, 1)
         return build
 
-    def require_training_build(self) -> TrainingBuild:
+    def _require(self, build: ImageBuild, what: str) -> ImageBuild:
         __tracebackhide__ = True
-        build = self.training_build()
         if not build.ok:
-            pytest.skip("skipped: the training image did not build")
+            pytest.skip(f"skipped: the {what} image did not build")
         return build
+
+    def training_build(self) -> ImageBuild:
+        return self._record_build(self.grader.training_build(self.submission), "train")
+
+    def require_training_build(self) -> ImageBuild:
+        __tracebackhide__ = True
+        return self._require(self.training_build(), "training")
 
     def training_run(self) -> TrainingRun:
         self.require_training_build()
@@ -177,6 +204,39 @@ class SubmissionGrading:
         if not run.succeeded:
             pytest.skip("skipped: training did not finish successfully")
         return run
+
+    def serving_build(self) -> ImageBuild:
+        build = self._record_build(self.grader.serving_build(self.submission), "serve")
+        if build.model_origin == "committed":
+            self.result.note(
+                "training produced no model; the inference image was built with the model "
+                f"committed at {self.submission.serve.model_path} in the serve context"
+            )
+        return build
+
+    def server(self) -> Server:
+        __tracebackhide__ = True
+        self._require(self.serving_build(), "inference")
+        server = self.grader.server(self.submission)
+        for note in server.notes:
+            self.result.note(note)
+        return server
+
+    def require_healthy_server(self) -> Server:
+        __tracebackhide__ = True
+        server = self.server()
+        if not self.grader.server_healthy(self.submission).ok:
+            pytest.skip("skipped: the server did not answer /ping")
+        return server
+
+    def require_ready_model(self) -> Server:
+        __tracebackhide__ = True
+        server = self.require_healthy_server()
+        if not self.grader.model_ready(self.submission).ok:
+            pytest.skip("skipped: the model has no READY worker")
+        for note in server.notes:
+            self.result.note(note)
+        return server
 
     def log(self, path: Path, lines: int = 30) -> str:
         return log_excerpt(path, lines)
@@ -303,13 +363,21 @@ class GradingSession:
 
         def key(item: pytest.Item) -> tuple[int, int]:
             marker = item.get_closest_marker(CHECK_MARKER)
-            callspec = getattr(item, "callspec", None)
-            sid = callspec.params.get("grading_intake") if callspec else None
+            sid = _intake_id(item)
             if marker is None or sid is None:
                 return (len(submissions), 0)
             return (submissions[sid], order[marker.args[0]])
 
         items.sort(key=key)  # one submission's checks together, in rubric order
+
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """After a submission's last check, stop its server and remove its images."""
+        current = _intake_id(item)
+        if current is None or (nextitem is not None and _intake_id(nextitem) == current):
+            return
+        submission = self.intakes[current].submission
+        if submission is not None and self._grader is not None:
+            self._grader.finish(submission)
 
     # --- results -------------------------------------------------------------------------------
 
@@ -319,8 +387,8 @@ class GradingSession:
     ) -> Iterator[None]:
         report = yield
         marker = item.get_closest_marker(CHECK_MARKER)
-        callspec = getattr(item, "callspec", None)
-        if marker is None or callspec is None or "grading_intake" not in callspec.params:
+        intake_id = _intake_id(item)
+        if marker is None or intake_id is None:
             return report
         done = item.stash.setdefault(_recorded_key, False)
         if done or (call.when != "call" and call.excinfo is None):
@@ -328,7 +396,7 @@ class GradingSession:
         status, message, log = _outcome(call)
         check_id = marker.args[0]
         spec = self.rubric.checks[check_id]
-        intake = self.intakes[callspec.params["grading_intake"]]
+        intake = self.intakes[intake_id]
         result = self.result_for(intake)
         result.checks[check_id] = CheckResult(
             check_id=check_id,
@@ -356,6 +424,11 @@ class GradingSession:
 
 
 _recorded_key = pytest.StashKey[bool]()
+
+
+def _intake_id(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("grading_intake") if callspec else None
 
 
 def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:

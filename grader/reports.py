@@ -73,6 +73,8 @@ def _suite(result: SubmissionResult) -> TestSuite:
             case.add_error_info(message=check.message, output=detail)
         cases.append(case)
     properties = {"score": _points(result.score), "max_score": _points(result.max_score)}
+    for number, flag in enumerate(result.flags, start=1):
+        properties[f"flag.{number}"] = flag
     for number, note in enumerate(result.notes, start=1):
         properties[f"note.{number}"] = note
     return TestSuite(name=result.submission_id, test_cases=cases, properties=properties)
@@ -95,6 +97,7 @@ def summary_lines(report: GradingReport) -> list[str]:
             lost.append(f"{skipped} later check{'s' if skipped > 1 else ''} skipped")
         score = f"{_points(result.score)}/{_points(result.max_score)}"
         lines.append(f"{sid:<{width}}  {score:>9}  {'; '.join(lost) or '-'}")
+        lines.extend(f"{'':<{width}}  {'FLAG':>9}  {flag}" for flag in result.flags)
     return lines
 
 

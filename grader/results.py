@@ -31,6 +31,7 @@ class SubmissionResult:
     artifacts: str
     checks: dict[str, CheckResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # integrity concerns for a TA to look at
     measurements: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -44,6 +45,10 @@ class SubmissionResult:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def flag(self, text: str) -> None:
+        if text not in self.flags:
+            self.flags.append(text)
 
 
 @dataclass
@@ -77,6 +82,7 @@ class GradingReport:
                     "score": result.score,
                     "max_score": result.max_score,
                     "notes": result.notes,
+                    "flags": result.flags,
                     "measurements": result.measurements,
                     "checks": {cid: asdict(check) for cid, check in result.checks.items()},
                 }

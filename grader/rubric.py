@@ -23,6 +23,12 @@ KNOWN_CHECKS = (
     "train.run",
     "train.reported_accuracy",
     "train.model_artifact",
+    "serve.dockerfile",
+    "serve.build",
+    "serve.ping",
+    "serve.model_ready",
+    "serve.sample_prediction",
+    "serve.heldout_accuracy",
 )
 DATASETS = ("offline", "full")
 
@@ -37,6 +43,8 @@ class CheckSpec:
 @dataclass(frozen=True)
 class Targets:
     reported_accuracy: float
+    heldout_accuracy: float
+    integrity_gap: float
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class Limits:
     cpus: float
     memory_mb: int
     pids: int
+    server_ready_seconds: float
+    predict_concurrency: int
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,8 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
     if dataset not in DATASETS:
         reader.fail(f"{key}.dataset", f"must be one of {', '.join(DATASETS)}, got {dataset!r}")
     targets = reader.child_table(spec, key, "targets")
-    reader.only_keys(targets, f"{key}.targets", {"reported_accuracy"})
+    target_key = f"{key}.targets"
+    reader.only_keys(targets, target_key, set(Targets.__dataclass_fields__))
     limits = reader.child_table(spec, key, "limits")
     limit_key = f"{key}.limits"
     reader.only_keys(limits, limit_key, set(Limits.__dataclass_fields__))
@@ -128,9 +139,10 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
         description=reader.string(spec, key, "description", default=name),
         dataset=dataset,
         targets=Targets(
-            reported_accuracy=reader.number(
-                targets, f"{key}.targets", "reported_accuracy", minimum=0, maximum=1
-            ),
+            **{
+                name: reader.number(targets, target_key, name, minimum=0, maximum=1)
+                for name in Targets.__dataclass_fields__
+            }
         ),
         limits=Limits(
             build_seconds=reader.number(limits, limit_key, "build_seconds", minimum=1),
@@ -138,6 +150,12 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             cpus=reader.number(limits, limit_key, "cpus", minimum=0.1),
             memory_mb=int(reader.number(limits, limit_key, "memory_mb", minimum=64)),
             pids=int(reader.number(limits, limit_key, "pids", minimum=16)),
+            server_ready_seconds=reader.number(
+                limits, limit_key, "server_ready_seconds", minimum=1
+            ),
+            predict_concurrency=int(
+                reader.number(limits, limit_key, "predict_concurrency", minimum=1, maximum=64)
+            ),
         ),
     )
 

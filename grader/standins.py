@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from grader.containers import build_image
 from grader.dockerfile import image_name
+from grader.downloads import download_wheels
 from grader.engine import apt_install, host_lock
 from grader.errors import SetupError
 from grader.settings import Settings
@@ -57,6 +60,20 @@ IMAGE_CHANGES = (
 )
 
 
+TORCHSERVE_RECIPE_VERSION = "2"
+TORCHSERVE_IMAGE = f"lab5-grader/torchserve:r{TORCHSERVE_RECIPE_VERSION}"
+TORCHSERVE_REQUIREMENTS = ["torchserve==0.12.0", "torch-model-archiver==0.12.0"]
+# The official image has Captum, which TorchServe's ImageClassifier handler imports.
+TORCHSERVE_EXTRAS = ["captum==0.7.0"]
+TORCHSERVE_RECIPE = Path(__file__).with_name("standin_torchserve")
+
+DESCRIPTIONS = {
+    "pytorch": f"Debian {SUITE} with torch 1.13 (CPU), torchvision 0.14, Pillow, NumPy",
+    "torchserve": "the PyTorch stand-in plus TorchServe 0.12.0, torch-model-archiver, Captum and "
+    "Java 17, laid out as the official image",
+}
+
+
 @dataclass(frozen=True)
 class StandIn:
     """A stand-in image now tagged as `reference`."""
@@ -64,14 +81,21 @@ class StandIn:
     reference: str
     family: str
     recipe: str
-    description: str
+
+    @property
+    def description(self) -> str:
+        detail = DESCRIPTIONS.get(self.family, "")
+        return f"the offline stand-in '{self.family}' (recipe {self.recipe}): {detail}"
 
 
 def standin_family(reference: str) -> str | None:
     """Which stand-in can replace `reference`, or None when there is none."""
-    if image_name(reference).repository == "pytorch/pytorch":
-        return "pytorch"
-    return None
+    repository = image_name(reference).repository
+    return {"pytorch/pytorch": "pytorch", "pytorch/torchserve": "torchserve"}.get(repository)
+
+
+def current_recipe(family: str) -> str:
+    return TORCHSERVE_RECIPE_VERSION if family == "torchserve" else RECIPE_VERSION
 
 
 def standin_of(image: docker.models.images.Image) -> StandIn | None:
@@ -80,19 +104,7 @@ def standin_of(image: docker.models.images.Image) -> StandIn | None:
     if STANDIN_LABEL not in labels:
         return None
     reference = image.tags[0] if image.tags else image.short_id
-    return _describe(reference, labels[STANDIN_LABEL], labels.get(RECIPE_LABEL, "?"))
-
-
-def _describe(reference: str, family: str, recipe: str) -> StandIn:
-    return StandIn(
-        reference=reference,
-        family=family,
-        recipe=recipe,
-        description=(
-            f"the offline stand-in '{family}' (recipe {recipe}): Debian {SUITE} with torch 1.13 "
-            "(CPU), torchvision 0.14, Pillow, NumPy"
-        ),
-    )
+    return StandIn(reference, labels[STANDIN_LABEL], labels.get(RECIPE_LABEL, "?"))
 
 
 def provide_standin(
@@ -102,10 +114,56 @@ def provide_standin(
     family = standin_family(reference)
     if family is None:
         return None
-    base = ensure_base_image(client, settings, say)
+    if family == "torchserve":
+        image = ensure_torchserve_image(client, settings, say)
+    else:
+        image = ensure_base_image(client, settings, say)
     name = image_name(reference)
-    base.tag(name.repository, name.tag)
-    return _describe(str(name), family, RECIPE_VERSION)
+    image.tag(name.repository, name.tag)
+    return StandIn(str(name), family, current_recipe(family))
+
+
+def ensure_torchserve_image(
+    client: docker.DockerClient, settings: Settings, say: Say
+) -> docker.models.images.Image:
+    """The TorchServe stand-in of the current recipe, built on the base image when missing."""
+    ensure_base_image(client, settings, say)
+    with host_lock(settings, "standin-torchserve"):
+        try:
+            return client.images.get(TORCHSERVE_IMAGE)
+        except docker.errors.ImageNotFound:
+            pass
+        say(f"building the offline TorchServe image {TORCHSERVE_IMAGE}")
+        wheels = download_wheels(
+            TORCHSERVE_REQUIREMENTS, settings.downloads_dir / "torchserve-0.12.0"
+        )
+        extras = download_wheels(
+            TORCHSERVE_EXTRAS, settings.downloads_dir / "torchserve-extras", with_deps=False
+        )
+        settings.build_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=settings.build_dir) as folder:
+            context = Path(folder)
+            shutil.copytree(TORCHSERVE_RECIPE, context, dirs_exist_ok=True)
+            for source in (wheels, extras):
+                shutil.copytree(
+                    source, context / "wheels", ignore=shutil.ignore_patterns(".*"),
+                    dirs_exist_ok=True,
+                )  # fmt: skip
+            result = build_image(
+                client,
+                context=context,
+                dockerfile=context / "Dockerfile",
+                tag=TORCHSERVE_IMAGE,
+                labels={STANDIN_LABEL: "torchserve", RECIPE_LABEL: TORCHSERVE_RECIPE_VERSION},
+                log_path=settings.logs_dir / "standin-torchserve.log",
+                timeout_s=1800,
+                buildargs={"BASE": BASE_IMAGE},
+            )
+        if not result.ok:
+            raise SetupError(
+                f"building {TORCHSERVE_IMAGE} failed: {result.error} (log: {result.log_path})"
+            )
+        return client.images.get(TORCHSERVE_IMAGE)
 
 
 def ensure_base_image(

@@ -47,6 +47,10 @@ class Submission:
     serve: ServeSpec
     warnings: tuple[str, ...] = field(default=())
 
+    def shown(self, path: Path) -> Path:
+        """`path` as a student sees it: relative to the submission folder."""
+        return path.relative_to(self.root) if path.is_relative_to(self.root) else path
+
     @property
     def slug(self) -> str:
         """The id made safe for image names and file names."""

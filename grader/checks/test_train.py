@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from grader.dockerfile import gpu_capability
-from grader.errors import DockerfileError
 from grader.plugin import SubmissionGrading, check, fail_check
 
 
 @check("train.dockerfile")
 def test_dockerfile(grading: SubmissionGrading) -> None:
-    submission = grading.submission
-    try:
-        dockerfile = grading.grader.training_dockerfile(submission)
-    except DockerfileError as error:
-        fail_check(f"{error}")
-    base = dockerfile.resolve_base(dockerfile.final_stage)
-    if gpu_capability(base) is None:
-        fail_check(
-            f"the final stage starts FROM {base}, which is not a CUDA-enabled image; "
-            "start from nvidia/cuda:<version>-cudnn*-devel or a pytorch/pytorch:*-cuda* tag"
-        )
+    grading.lint_dockerfile("train")
 
 
 @check("train.build")

@@ -8,32 +8,89 @@ from pathlib import Path
 import pytest
 
 from grader.engine import connect
-from tests.cli import run_grader
+from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration
 
-TRAIN_CHECKS = [
+CHECKS = [
     "train.dockerfile",
     "train.build",
     "train.run",
     "train.reported_accuracy",
     "train.model_artifact",
+    "serve.dockerfile",
+    "serve.build",
+    "serve.ping",
+    "serve.model_ready",
+    "serve.sample_prediction",
+    "serve.heldout_accuracy",
 ]
-# What each bundled example scores, as its README says: failed checks with a phrase of their
-# message, skipped checks, and the total.
+NO_TRAINING = {
+    "train.dockerfile": ("failed", "train/Dockerfile: no such file: the training half is missing"),
+    "train.build": ("failed", "the training image did not build: train/Dockerfile: no such file"),
+    "train.run": ("skipped", "skipped: the training image did not build"),
+    "train.reported_accuracy": ("skipped", "skipped: the training image did not build"),
+    "train.model_artifact": ("skipped", "skipped: the training image did not build"),
+}
+NO_SERVING = {
+    "serve.dockerfile": ("failed", "serve/Dockerfile: no such file: the inference half is missing"),
+    "serve.build": ("failed", "the inference image did not build: build context serve/ is missing"),
+    **{
+        check_id: ("skipped", "skipped: the inference image did not build")
+        for check_id in CHECKS[-4:]
+    },
+}
+# What each bundled example scores, as its README says: the checks it does not pass, with their
+# status and a phrase of their message, and the total. Every other check passes.
 EXPECTED = {
-    "reference": {"score": 40, "failed": {}, "skipped": []},
-    "2023010001": {"score": 40, "failed": {}, "skipped": []},
-    "broken-build": {
-        "score": 5,
-        "failed": {"train.build": "COPY failed: file not found in build context"},
-        "skipped": ["train.run", "train.reported_accuracy", "train.model_artifact"],
-    },
-    "under-trained": {
-        "score": 30,
-        "failed": {"train.reported_accuracy": "is below the target 0.9000"},
-        "skipped": [],
-    },
+    "reference": (100, {}),
+    "2023010001": (100, {}),
+    "broken-build": (
+        5,
+        {
+            "train.build": ("failed", "COPY failed: file not found in build context"),
+            **{
+                check_id: ("skipped", "skipped: the training image did not build")
+                for check_id in CHECKS[2:5]
+            },
+            **NO_SERVING,
+        },
+    ),
+    "under-trained": (
+        30,
+        {"train.reported_accuracy": ("failed", "is below the target 0.9000"), **NO_SERVING},
+    ),
+    "serve-localhost": (
+        15,
+        {
+            **NO_TRAINING,
+            "serve.ping": ("failed", "TorchServe listens on 127.0.0.1:8080 inside the container"),
+            "serve.model_ready": ("skipped", "skipped: the server did not answer /ping"),
+            "serve.sample_prediction": ("skipped", "skipped: the server did not answer /ping"),
+            "serve.heldout_accuracy": ("skipped", "skipped: the server did not answer /ping"),
+        },
+    ),
+    "serve-token-auth": (60, NO_TRAINING),
+    "serve-wrong-name": (
+        25,
+        {
+            **NO_TRAINING,
+            "serve.model_ready": (
+                "failed",
+                "model 'mnist' is not registered; the server has digits",
+            ),
+            "serve.sample_prediction": ("skipped", "skipped: the model has no READY worker"),
+            "serve.heldout_accuracy": ("skipped", "skipped: the model has no READY worker"),
+        },
+    ),
+    "serve-bad-model": (
+        30,
+        {
+            **NO_TRAINING,
+            "serve.sample_prediction": ("failed", "digit_7.png shows a 7 but the server predicted"),
+            "serve.heldout_accuracy": ("failed", "below the target 0.9000"),
+        },
+    ),
 }
 
 
@@ -57,21 +114,40 @@ def test_grading_exits_zero_whatever_the_scores(graded):
 def test_each_example_scores_what_its_readme_says(graded, submission_id):
     _, _, results = graded
     result = results["submissions"][submission_id]
-    expected = EXPECTED[submission_id]
-    assert list(result["checks"]) == TRAIN_CHECKS
+    score, lost = EXPECTED[submission_id]
+    assert list(result["checks"]) == CHECKS
     for check_id, check in result["checks"].items():
-        if check_id in expected["failed"]:
-            assert check["status"] == "failed", check
-            assert expected["failed"][check_id] in check["message"]
-            assert check["points"] == 0
-        elif check_id in expected["skipped"]:
-            assert check["status"] == "skipped", check
-            assert check["message"].startswith("skipped: ")
-            assert check["points"] == 0
-        else:
-            assert check["status"] == "passed", check
-            assert check["points"] == check["max_points"]
-    assert (result["score"], result["max_score"]) == (expected["score"], 40)
+        status, phrase = lost.get(check_id, ("passed", ""))
+        assert (check["status"], check_id) == (status, check_id), check["message"]
+        assert phrase in check["message"]
+        assert check["points"] == (check["max_points"] if status == "passed" else 0)
+    assert (result["score"], result["max_score"]) == (score, 100)
+
+
+def test_readmes_state_the_scores():
+    for folder in (ROOT / "submissions").iterdir():
+        submission_id = "2023010001" if folder.name == "good-student" else folder.name
+        assert f"{EXPECTED[submission_id][0]}/100" in (folder / "README.md").read_text()
+
+
+def test_model_hand_over_and_token_notes(graded):
+    _, _, results = graded
+    token = results["submissions"]["serve-token-auth"]["notes"]
+    assert any("token authorization is on" in note for note in token), token
+    committed = results["submissions"]["serve-bad-model"]["notes"]
+    assert any("the model committed at mnist_cnn.pt" in note for note in committed), committed
+    assert not any("committed" in note for note in results["submissions"]["reference"]["notes"])
+
+
+def test_heldout_accuracy_is_measured_and_flags_stay_quiet_for_honest_runs(graded):
+    _, report_dir, results = graded
+    for submission_id in ("reference", "2023010001"):
+        result = results["submissions"][submission_id]
+        assert result["measurements"]["heldout_accuracy"] >= 0.9
+        assert result["measurements"]["heldout_total"] == 1000
+        assert result["flags"] == []
+    bad = json.loads((report_dir / "artifacts" / "serve-bad-model" / "heldout.json").read_text())
+    assert bad["accuracy"] < 0.5 and len(bad["wrong"]) == 200
 
 
 def test_reported_accuracy_sources(graded):
@@ -88,6 +164,10 @@ def test_artifacts_are_kept(graded):
     reference = Path(results["submissions"]["reference"]["artifacts"])
     assert reference == report_dir / "artifacts" / "reference"
     assert "Successfully built" in (reference / "train-build.log").read_text()
+    assert "Successfully built" in (reference / "serve-build.log").read_text()
+    assert "Healthy" in (reference / "server.log").read_text() or (
+        "Model server started" in (reference / "server.log").read_text()
+    )
     assert "Test set: Average loss" in (reference / "train.log").read_text()
     assert (reference / "mnist_cnn.pt").stat().st_size > 100_000
     assert json.loads((reference / "metrics.json").read_text())["test_accuracy"] >= 0.9
@@ -112,7 +192,7 @@ def test_junit_report(graded, junit_schema):
     assert set(suites) == set(EXPECTED)
     broken = suites["broken-build"]
     score = {p.get("name"): p.get("value") for p in broken.find("properties")}
-    assert (score["score"], score["max_score"]) == ("5", "40")
+    assert (score["score"], score["max_score"]) == ("5", "100")
     build = broken.find("testcase[@name='train.build']")
     assert "COPY failed" in build.find("failure").get("message")
     assert "requirements.txt" in build.find("failure").text
@@ -124,8 +204,8 @@ def test_terminal_summary(graded):
     table = lines[
         next(i for i, line in enumerate(lines) if "lab5-grader: profile offline" in line) :
     ]
-    assert any(line.split()[:2] == ["under-trained", "30/40"] for line in table)
-    assert any(line.split()[:3] == ["reference", "40/40", "-"] for line in table)
+    assert any(line.split()[:2] == ["under-trained", "30/100"] for line in table)
+    assert any(line.split()[:3] == ["reference", "100/100", "-"] for line in table)
 
 
 def test_nothing_is_left_behind(graded):

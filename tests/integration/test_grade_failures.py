@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from grader.rubric import DEFAULT_RUBRIC
 from grader.standins import BASE_IMAGE
-from tests.cli import run_grader
+from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,33 @@ SUBMISSIONS = {
     },
 }
 
+SERVE_FILES = ("Dockerfile", "config.properties", "model.py", "handler.py", "digit_7.png")
+REFERENCE_SERVE = ROOT / "reference" / "serve"
+COMMITTED_MODEL = ROOT / "submissions" / "serve-token-auth" / "serve" / "mnist_cnn.pt"
+SERVE_VARIANTS = {
+    # `torchserve --start` alone returns at once, and the container ends with it.
+    "serve-exits": {
+        "Dockerfile": (
+            'CMD ["serve"]',
+            'CMD ["torchserve", "--start", "--ts-config", "/home/model-server/config.properties"]',
+        ),
+    },
+    "serve-load-fails": {
+        "handler.py": (
+            "    def preprocess(self, data):",
+            "    def initialize(self, context):\n"
+            "        raise RuntimeError('cannot load weights')\n\n"
+            "    def preprocess(self, data):",
+        ),
+    },
+    "serve-bad-body": {
+        "handler.py": (
+            "        return data.argmax(dim=1).tolist()",
+            "        return ['<html>seven</html>' for _ in data]",
+        ),
+    },
+}
+
 EXPECTED = {
     "missing-base": {
         "train.dockerfile": ("passed", ""),
@@ -65,6 +93,24 @@ EXPECTED = {
         "train.run": ("failed", "training exited with code 3"),
         "train.reported_accuracy": ("skipped", "skipped: training did not finish"),
     },
+    "serve-exits": {
+        "serve.build": ("passed", ""),
+        "serve.ping": ("failed", "the server container exited with code 0 right after it started"),
+        "serve.model_ready": ("skipped", "skipped: the server did not answer /ping"),
+    },
+    "serve-load-fails": {
+        "serve.ping": ("passed", ""),
+        "serve.model_ready": ("failed", "no worker of model 'mnist' became READY within 20 s"),
+        "serve.heldout_accuracy": ("skipped", "skipped: the model has no READY worker"),
+    },
+    "serve-bad-body": {
+        "serve.model_ready": ("passed", ""),
+        "serve.sample_prediction": (
+            "failed",
+            "cannot read a digit from the prediction body '<html>seven</html>': it is not JSON",
+        ),
+        "serve.heldout_accuracy": ("failed", "every prediction failed; first error: cannot read"),
+    },
     "silent": {
         "train.run": ("passed", ""),
         "train.reported_accuracy": ("failed", "no accuracy found: write $OUTPUT_DIR/metrics.json"),
@@ -81,9 +127,22 @@ def graded(tmp_path_factory):
             path = folder / "submissions" / submission / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    for submission, changes in SERVE_VARIANTS.items():
+        serve = folder / "submissions" / submission / "serve"
+        serve.mkdir(parents=True)
+        for name in SERVE_FILES:
+            text = (REFERENCE_SERVE / name).read_bytes()
+            if name in changes:
+                old, new = changes[name]
+                assert old.encode() in text
+                text = text.replace(old.encode(), new.encode())
+            (serve / name).write_bytes(text)
+        shutil.copyfile(COMMITTED_MODEL, serve / "mnist_cnn.pt")
     rubric = folder / "rubric.toml"
     rubric.write_text(
-        DEFAULT_RUBRIC.read_text().replace("train_seconds = 900", "train_seconds = 8", 1)
+        DEFAULT_RUBRIC.read_text()
+        .replace("train_seconds = 900", "train_seconds = 8", 1)
+        .replace("server_ready_seconds = 180", "server_ready_seconds = 20", 1)
     )
     report_dir = folder / "reports"
     done = run_grader(
@@ -111,6 +170,12 @@ def test_failure_messages_carry_the_log(graded):
     assert "Traceback: boom" in crash["log_excerpt"]
     slow = results["submissions"]["too-slow"]["checks"]["train.run"]
     assert "killed at the wall-time limit of 8 s" in slow["log_excerpt"]
+
+
+def test_a_model_that_fails_to_load_shows_its_traceback(graded):
+    results, _, _ = graded
+    ready = results["submissions"]["serve-load-fails"]["checks"]["serve.model_ready"]
+    assert "RuntimeError: cannot load weights" in ready["log_excerpt"]
 
 
 def test_missing_base_image_names_every_source_tried(graded):

@@ -8,7 +8,7 @@ from grader.rubric import DEFAULT_RUBRIC, load_rubric
 
 def test_default_rubric():
     rubric = load_rubric()
-    assert rubric.max_score == 40
+    assert rubric.max_score == 100
     offline = rubric.profile("offline")
     assert offline.dataset == "offline"
     assert 0 < offline.targets.reported_accuracy < 1

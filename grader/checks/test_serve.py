@@ -1,0 +1,125 @@
+"""The inference half: Dockerfile, image with the trained model, /ping, model, predictions."""
+
+from __future__ import annotations
+
+import json
+
+from grader.plugin import SubmissionGrading, check, fail_check
+from grader.serving import PredictionError, predict_digit, predict_heldout
+
+WRONG_DIGITS_KEPT = 200
+
+
+@check("serve.dockerfile")
+def test_dockerfile(grading: SubmissionGrading) -> None:
+    grading.lint_dockerfile("serve")
+
+
+@check("serve.build")
+def test_build(grading: SubmissionGrading) -> None:
+    build = grading.serving_build()
+    if not build.ok:
+        log = grading.log(build.build.log_path) if build.build else ""
+        fail_check(f"the inference image did not build: {build.error}", log)
+
+
+@check("serve.ping")
+def test_ping(grading: SubmissionGrading) -> None:
+    grading.server()
+    outcome = grading.grader.server_healthy(grading.submission)
+    if not outcome.ok:
+        fail_check(outcome.message, outcome.log)
+
+
+@check("serve.model_ready")
+def test_model_ready(grading: SubmissionGrading) -> None:
+    grading.require_healthy_server()
+    outcome = grading.grader.model_ready(grading.submission)
+    if not outcome.ok:
+        fail_check(outcome.message, outcome.log)
+
+
+@check("serve.sample_prediction")
+def test_sample_prediction(grading: SubmissionGrading) -> None:
+    server = grading.require_ready_model()
+    assert server.api is not None
+    serve = grading.submission.serve
+    if serve.sample_image is None or not serve.sample_image.is_file():
+        fail_check(
+            f"no handwritten digit image found in {serve.context.name}/: add one (PNG or JPEG), "
+            "e.g. digit_7.png, or set serve.sample_image in submission.toml"
+        )
+    if serve.sample_label is None:
+        fail_check(
+            f"cannot tell which digit {serve.sample_image.name} shows: put the digit in its name "
+            "(e.g. digit_7.png) or set serve.sample_label in submission.toml"
+        )
+    try:
+        predicted = predict_digit(server.api, serve.model_name, serve.sample_image.read_bytes())
+    except PredictionError as error:
+        fail_check(str(error), server.running.log_tail())
+    grading.result.measurements["sample_prediction"] = predicted
+    if predicted != serve.sample_label:
+        fail_check(
+            f"{serve.sample_image.name} shows a {serve.sample_label} but the server predicted "
+            f"{predicted}; check the handler's preprocessing (grey-scale, 28x28, the training "
+            "normalisation, light digit on dark background)"
+        )
+
+
+@check("serve.heldout_accuracy")
+def test_heldout_accuracy(grading: SubmissionGrading) -> None:
+    server = grading.require_ready_model()
+    assert server.api is not None
+    profile = grading.profile
+    digits = grading.grader.dataset.hidden_digits()
+    result = predict_heldout(
+        server.api,
+        grading.submission.serve.model_name,
+        digits,
+        profile.limits.predict_concurrency,
+    )
+    measured = result.accuracy
+    grading.result.measurements.update(
+        heldout_accuracy=measured, heldout_total=result.total, heldout_errors=result.error_count
+    )
+    artifacts = grading.grader.artifacts(grading.submission)
+    (artifacts / "heldout.json").write_text(
+        json.dumps(
+            {
+                "accuracy": measured,
+                "total": result.total,
+                "correct": result.correct,
+                "request_errors": result.error_count,
+                "error_examples": result.errors,
+                "wrong": [
+                    {"index": i, "label": label, "predicted": predicted}
+                    for i, label, predicted in result.wrong[:WRONG_DIGITS_KEPT]
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    reported = grading.result.measurements.get("reported_accuracy")
+    gap = profile.targets.integrity_gap
+    if isinstance(reported, float) and reported - measured > gap:
+        grading.result.flag(
+            f"reported accuracy {reported:.4f} is more than {gap:.2f} above the accuracy the "
+            f"grader measured on hidden digits ({measured:.4f}); check that the reported figure "
+            "comes from a real test run of the served model"
+        )
+    if result.error_count == result.total:
+        fail_check(f"every prediction failed; first error: {result.errors[0]}")
+    target = profile.targets.heldout_accuracy
+    if measured < target:
+        errors = (
+            f"; {result.error_count} requests failed, e.g. {result.errors[0]}"
+            if (result.errors)
+            else ""
+        )
+        fail_check(
+            f"accuracy on {result.total} hidden digits is {measured:.4f}, below the target "
+            f"{target:.4f}{errors}; if training reported more, the served model may differ from "
+            "the trained one (model definition, preprocessing)"
+        )
