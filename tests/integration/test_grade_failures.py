@@ -38,6 +38,10 @@ SUBMISSIONS = {
     "silent": {
         "train/Dockerfile": f"FROM {CUDA_BASE}\nCMD sh -c '{WRITE_MODEL}'\n",
     },
+    "inflated": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\nCOPY model.pt /\n"
+        "CMD sh -c 'echo Test set: Accuracy: 9990/10000; cp /model.pt $OUTPUT_DIR/mnist_cnn.pt'\n",
+    },
 }
 
 SERVE_FILES = ("Dockerfile", "config.properties", "model.py", "handler.py", "digit_7.png")
@@ -57,6 +61,13 @@ SERVE_VARIANTS = {
             "    def initialize(self, context):\n"
             "        raise RuntimeError('cannot load weights')\n\n"
             "    def preprocess(self, data):",
+        ),
+    },
+    # Reports 99.9% but serves a model that flattens channels last: flagged.
+    "inflated": {
+        "model.py": (
+            "x = self.dropout(torch.flatten(x, 1))",
+            "x = self.dropout(x.permute(0, 2, 3, 1).flatten(1))",
         ),
     },
     "serve-bad-body": {
@@ -111,6 +122,10 @@ EXPECTED = {
         ),
         "serve.heldout_accuracy": ("failed", "every prediction failed; first error: cannot read"),
     },
+    "inflated": {
+        "train.reported_accuracy": ("passed", ""),
+        "serve.heldout_accuracy": ("failed", "below the target 0.9000"),
+    },
     "silent": {
         "train.run": ("passed", ""),
         "train.reported_accuracy": ("failed", "no accuracy found: write $OUTPUT_DIR/metrics.json"),
@@ -138,6 +153,7 @@ def graded(tmp_path_factory):
                 text = text.replace(old.encode(), new.encode())
             (serve / name).write_bytes(text)
         shutil.copyfile(COMMITTED_MODEL, serve / "mnist_cnn.pt")
+    shutil.copyfile(COMMITTED_MODEL, folder / "submissions" / "inflated" / "train" / "model.pt")
     rubric = folder / "rubric.toml"
     rubric.write_text(
         DEFAULT_RUBRIC.read_text()
@@ -176,6 +192,16 @@ def test_a_model_that_fails_to_load_shows_its_traceback(graded):
     results, _, _ = graded
     ready = results["submissions"]["serve-load-fails"]["checks"]["serve.model_ready"]
     assert "RuntimeError: cannot load weights" in ready["log_excerpt"]
+
+
+def test_reported_accuracy_far_above_the_measured_one_is_flagged(graded):
+    results, stdout, report_dir = graded
+    flags = results["submissions"]["inflated"]["flags"]
+    assert len(flags) == 1
+    assert flags[0].startswith("reported accuracy 0.9990 is more than 0.10 above the accuracy")
+    assert all(not results["submissions"][s]["flags"] for s in EXPECTED if s != "inflated")
+    assert f"FLAG  {flags[0]}" in stdout
+    assert f'name="flag.1" value="{flags[0]}"' in (report_dir / "junit.xml").read_text()
 
 
 def test_missing_base_image_names_every_source_tried(graded):

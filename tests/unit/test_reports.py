@@ -31,6 +31,7 @@ def sample_report(tmp_path):
         "train.model_artifact", "Model", "error", 0, 5, message="the grader could not run this"
     )
     bad.note("base image x was stood in")
+    bad.flag("reported accuracy 0.99 is far above the measured 0.10")
     return report
 
 
@@ -41,6 +42,7 @@ def test_junit_matches_schema_and_carries_points(tmp_path, junit_schema):
     props = {p.get("name"): p.get("value") for p in suites[1].find("properties")}
     assert props["score"] == "0" and props["max_score"] == "25"
     assert props["note.1"] == "base image x was stood in"
+    assert props["flag.1"] == "reported accuracy 0.99 is far above the measured 0.10"
     case = suites[1].find("testcase")
     assert case.get("name") == "train.build" and case.get("classname") == "bob & <co>"
     points = {p.get("name"): p.get("value") for p in case.find("properties")}
@@ -57,6 +59,7 @@ def test_results_json_and_atomic_write(tmp_path):
     data = json.loads((tmp_path / "reports" / "results.json").read_text())
     bob = data["submissions"]["bob & <co>"]
     assert bob["score"] == 0 and bob["max_score"] == 25
+    assert bob["flags"] == ["reported accuracy 0.99 is far above the measured 0.10"]
     assert bob["checks"]["train.build"]["status"] == "failed"
     assert bob["checks"]["train.run"]["message"].startswith("skipped:")
     assert data["submissions"]["alice"]["checks"]["train.build"]["duration_s"] == 1.5
@@ -70,3 +73,5 @@ def test_summary_lists_what_was_lost(tmp_path):
     assert "train.build (COPY failed: file not found" in lines[2]
     assert "train.model_artifact (the grader could not run this)" in lines[2]
     assert lines[2].endswith("; 1 later check skipped")
+    assert lines[3].split() == ["FLAG", "reported", "accuracy", "0.99", "is", "far", "above",
+                                "the", "measured", "0.10"]  # fmt: skip
