@@ -46,7 +46,7 @@ from grader.serving import (
     wait_model_ready,
 )
 from grader.settings import Settings
-from grader.submission import Submission
+from grader.submission import Submission, slugify
 from grader.torchserve import TorchServeAPI
 
 Say = Callable[[str], None]
@@ -309,6 +309,14 @@ class Grader:
             stop_server(server.running, self.artifacts(submission) / "server.log")
         remove_labelled(self.client, {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission.id})
         shutil.rmtree(self.scratch(submission, ""), ignore_errors=True)
+
+    def close(self) -> None:
+        """End the run: stop what is still running and remove all it made on the host."""
+        for submission_id, server in self._servers.items():
+            stop_server(server.running, self.artifacts_root / slugify(submission_id) / "server.log")
+        self._servers.clear()
+        remove_labelled(self.client, {RUN_LABEL: self.run_id})
+        shutil.rmtree(self.settings.home / "runs" / self.run_id, ignore_errors=True)
 
 
 def _copy_out(source: Path, folder: Path) -> Path | None:

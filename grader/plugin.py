@@ -16,7 +16,7 @@ from typing import Literal, NoReturn
 import pytest
 
 from grader import __version__
-from grader.containers import RUN_LABEL, log_excerpt, remove_labelled
+from grader.containers import log_excerpt
 from grader.dataset import load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
@@ -323,7 +323,7 @@ class GradingSession:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self._grader is not None:
             with contextlib.suppress(Exception):
-                remove_labelled(self._grader.client, {RUN_LABEL: self._grader.run_id})
+                self._grader.close()
         self._write()
 
     def _write(self) -> None:
