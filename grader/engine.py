@@ -96,7 +96,7 @@ def apt_install(packages: list[str], settings: Settings) -> None:
     with open(log_path, "a") as log:
         for command in (
             ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+            ["apt-get", "install", "-y", "-q", *packages],
         ):
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if done.returncode != 0:

@@ -217,7 +217,7 @@ def _apt_source_uris() -> list[str]:
 
 def _debootstrap(rootfs: Path, settings: Settings) -> None:
     if shutil.which("debootstrap") is None:
-        apt_install(["debootstrap"], settings)
+        apt_install(["debootstrap", "debian-archive-keyring"], settings)
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
