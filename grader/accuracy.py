@@ -83,3 +83,22 @@ def _parse_line(line: str, number: int) -> ReportedAccuracy | None:
         if 1 < value <= 100:
             return ReportedAccuracy(value / 100, source, text)
     return None
+
+
+_LOSS = re.compile(r"\bloss\b[^0-9\n]{0,20}?(\d+(?:\.\d+)?(?:e-?\d+)?)", re.IGNORECASE)
+
+
+def training_curve(log: str) -> dict[str, list[float]]:
+    """The training losses and the evaluation accuracies a log prints, in order."""
+    losses: list[float] = []
+    accuracies: list[float] = []
+    for number, line in enumerate(log.splitlines(), start=1):
+        if _EVALUATION.search(line):
+            accuracy = _parse_line(line, number)
+            if accuracy is not None:
+                accuracies.append(accuracy.value)
+        elif _TRAINING.search(line):
+            loss = _LOSS.search(line)
+            if loss:
+                losses.append(float(loss.group(1)))
+    return {"loss": losses, "accuracy": accuracies}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from grader import __version__
 from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
 from grader.engine import ensure_engine
 from grader.errors import DatasetError, GraderError
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
 from grader.standins import ensure_base_image, ensure_torchserve_image
 
@@ -70,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.set_defaults(run=_setup)
 
+    rubric = commands.add_parser("rubric", help="show the effective rubric of a profile")
+    rubric_commands = rubric.add_subparsers(dest="rubric_command", required=True, metavar="ACTION")
+    show = rubric_commands.add_parser("show", help="print checks, points, targets and limits")
+    show.add_argument("--profile", default="offline", help="default: offline")
+    show.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.set_defaults(run=_rubric_show)
+
     data = commands.add_parser("data", help="write the MNIST dataset a profile grades with")
     data.add_argument("--profile", default="offline", help="default: offline")
     data.add_argument("--mnist-dir", type=Path, help="a full MNIST copy (IDX files, plain or .gz)")
@@ -108,6 +117,16 @@ def _grade(args: argparse.Namespace) -> int:
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _rubric_show(args: argparse.Namespace) -> int:
+    rubric = load_rubric(Path(args.rubric) if args.rubric else DEFAULT_RUBRIC)
+    profile = rubric.profile(args.profile)
+    if args.json:
+        print(json.dumps(effective_rubric(rubric, profile), indent=2))
+    else:
+        print(format_rubric(rubric, profile))
+    return 0
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -16,13 +16,14 @@ from typing import Literal, NoReturn
 import pytest
 
 from grader import __version__
+from grader.accuracy import training_curve
 from grader.containers import log_excerpt
 from grader.dataset import load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
 from grader.errors import DockerfileError, GraderError, ManifestError
 from grader.grading import Grader, ImageBuild, TrainingRun
-from grader.reports import summary_lines, write_reports
+from grader.reports import summary_lines, write_reports, write_results
 from grader.results import CheckResult, GradingReport, Status, SubmissionResult
 from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
 from grader.serving import Server
@@ -194,6 +195,9 @@ class SubmissionGrading:
         run = self.grader.training_run(self.submission)
         self.result.measurements["train_seconds"] = round(run.run.duration_s, 1)
         self.result.measurements["train_exit_code"] = run.run.exit_code
+        if run.run.log_path.is_file():
+            log = run.run.log_path.read_text(encoding="utf-8", errors="replace")
+            self.result.training_curve = training_curve(log)
         for note in run.notes:
             self.result.note(note)
         return run
@@ -276,6 +280,7 @@ class GradingSession:
             intake.id, intake.path, self.report_dir / "artifacts" / slugify(intake.id)
         )
         if intake.submission:
+            result.student_name = intake.submission.student_name
             for warning in intake.submission.warnings:
                 result.note(warning)
         return result
@@ -324,11 +329,11 @@ class GradingSession:
         if self._grader is not None:
             with contextlib.suppress(Exception):
                 self._grader.close()
-        self._write()
+        self._write(everything=True)
 
-    def _write(self) -> None:
+    def _write(self, everything: bool = False) -> None:
         if self.report is not None and self.writes_reports:
-            write_reports(self.report, self.report_dir)
+            (write_reports if everything else write_results)(self.report, self.report_dir)
 
     # --- collection ----------------------------------------------------------------------------
 
@@ -378,6 +383,7 @@ class GradingSession:
         submission = self.intakes[current].submission
         if submission is not None and self._grader is not None:
             self._grader.finish(submission)
+        self._write(everything=True)
 
     # --- results -------------------------------------------------------------------------------
 

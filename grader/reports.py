@@ -1,4 +1,7 @@
-"""Writing reports from the result model: `results.json`, `junit.xml` and the terminal table.
+"""Writing reports from the result model.
+
+`results.json` and `junit.xml` (CI), `gradebook.csv` (an LMS), `gradescope/<id>/results.json`
+(Gradescope's autograder format), `report.html` (people) and the terminal table.
 
 Files are written atomically (temporary file, then rename), so a reader or a killed run never
 leaves half a report behind.
@@ -6,15 +9,20 @@ leaves half a report behind.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from grader.html_report import render_html
 from grader.results import GradingReport, SubmissionResult
+from grader.submission import slugify
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -30,9 +38,71 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_reports(report: GradingReport, report_dir: Path) -> None:
+def write_results(report: GradingReport, report_dir: Path) -> None:
+    """The machine-readable reports, cheap enough to rewrite after every check."""
     write_atomically(report_dir / "results.json", json.dumps(report.to_json(), indent=2) + "\n")
     write_atomically(report_dir / "junit.xml", junit_xml(report))
+
+
+def write_reports(report: GradingReport, report_dir: Path) -> None:
+    """Every report; written when a submission is finished and when the run ends."""
+    write_results(report, report_dir)
+    write_atomically(report_dir / "gradebook.csv", gradebook_csv(report))
+    for result in report.submissions.values():
+        path = report_dir / "gradescope" / slugify(result.submission_id) / "results.json"
+        write_atomically(path, json.dumps(gradescope_results(result), indent=2) + "\n")
+    write_atomically(report_dir / "report.html", render_html(report))
+
+
+def gradebook_csv(report: GradingReport) -> str:
+    """One row per submission: identity, total, flags, then the points of every check."""
+    check_ids = list(dict.fromkeys(c for r in report.submissions.values() for c in r.checks))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["submission_id", "student_name", "score", "max_score", "flags", *check_ids])
+    for result in report.submissions.values():
+        writer.writerow(
+            [
+                result.submission_id,
+                result.student_name or "",
+                _points(result.score),
+                _points(result.max_score),
+                " | ".join(result.flags),
+                *(
+                    _points(result.checks[c].points) if c in result.checks else ""
+                    for c in check_ids
+                ),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def gradescope_results(result: SubmissionResult) -> dict[str, Any]:
+    """Gradescope's autograder `results.json` for one submission."""
+    tests = []
+    for number, check in enumerate(result.checks.values(), start=1):
+        output = "\n\n".join(part for part in (check.message, check.log_excerpt) if part)
+        tests.append(
+            {
+                "name": f"{check.check_id}: {check.title}",
+                "number": str(number),
+                "score": check.points,
+                "max_score": check.max_points,
+                "status": "passed" if check.status == "passed" else "failed",
+                "output": output or "passed",
+                "visibility": "visible",
+            }
+        )
+    summary = [f"{_points(result.score)}/{_points(result.max_score)} points"]
+    summary += [f"FLAG: {flag}" for flag in result.flags]
+    summary += result.notes
+    return {
+        "score": result.score,
+        "execution_time": round(sum(c.duration_s for c in result.checks.values())),
+        "output": "\n".join(summary),
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
 
 
 def _points(value: float) -> str:

@@ -25,14 +25,27 @@ class CheckResult:
 
 
 @dataclass
+class WrongDigit:
+    """A hidden digit the served model got wrong, kept as a PNG for the HTML report."""
+
+    index: int
+    label: int
+    predicted: int
+    png_base64: str
+
+
+@dataclass
 class SubmissionResult:
     submission_id: str
     path: str
     artifacts: str
+    student_name: str | None = None
     checks: dict[str, CheckResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # integrity concerns for a TA to look at
     measurements: dict[str, Any] = field(default_factory=dict)
+    training_curve: dict[str, list[float]] = field(default_factory=dict)
+    wrong_digits: list[WrongDigit] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -77,6 +90,7 @@ class GradingReport:
             "submissions": {
                 sid: {
                     "submission_id": result.submission_id,
+                    "student_name": result.student_name,
                     "path": result.path,
                     "artifacts": result.artifacts,
                     "score": result.score,
@@ -84,6 +98,8 @@ class GradingReport:
                     "notes": result.notes,
                     "flags": result.flags,
                     "measurements": result.measurements,
+                    "training_curve": result.training_curve,
+                    "wrong_digits": [asdict(digit) for digit in result.wrong_digits],
                     "checks": {cid: asdict(check) for cid, check in result.checks.items()},
                 }
                 for sid, result in self.submissions.items()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -99,9 +99,10 @@ def load_rubric(path: Path = DEFAULT_RUBRIC) -> Rubric:
         check_id: _check(reader, check_id, spec)
         for check_id, spec in reader.child_table(data, "", "checks").items()
     }
+    raw_profiles = reader.child_table(data, "", "profiles")
     profiles = {
-        name: _profile(reader, name, spec)
-        for name, spec in reader.child_table(data, "", "profiles").items()
+        name: _profile(reader, name, _effective(reader, raw_profiles, name, ()))
+        for name in raw_profiles
     }
     if not profiles:
         raise RubricError(f"{path}: profiles: at least one profile is needed")
@@ -121,10 +122,38 @@ def _check(reader: _Reader, check_id: str, spec: Any) -> CheckSpec:
     )
 
 
+def _effective(
+    reader: _Reader, profiles: dict[str, Any], name: str, chain: tuple[str, ...]
+) -> dict[str, Any]:
+    """A profile's table with what it `extends` filled in (its own values win, table by table)."""
+    key = f"profiles.{name}"
+    spec = reader.table(profiles[name], key)
+    parent = spec.get("extends")
+    if parent is None:
+        return spec
+    if not isinstance(parent, str) or parent not in profiles:
+        reader.fail(
+            f"{key}.extends", f"no profile {parent!r} to extend; defined: {', '.join(profiles)}"
+        )
+    if parent in chain or parent == name:
+        cycle = " -> ".join((*chain, name, parent))
+        reader.fail(f"{key}.extends", f"profiles extend each other in a cycle ({cycle})")
+    merged = dict(_effective(reader, profiles, parent, (*chain, name)))
+    for field_name, value in spec.items():
+        if field_name == "extends":
+            continue
+        inherited = merged.get(field_name)
+        if isinstance(value, dict) and isinstance(inherited, dict):
+            merged[field_name] = {**inherited, **value}
+        else:
+            merged[field_name] = value
+    return merged
+
+
 def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
     key = f"profiles.{name}"
     spec = reader.table(spec, key)
-    reader.only_keys(spec, key, {"description", "dataset", "targets", "limits"})
+    reader.only_keys(spec, key, {"description", "dataset", "targets", "limits", "extends"})
     dataset = reader.string(spec, key, "dataset")
     if dataset not in DATASETS:
         reader.fail(f"{key}.dataset", f"must be one of {', '.join(DATASETS)}, got {dataset!r}")
@@ -220,3 +249,33 @@ class _Reader:
         if not isinstance(value, str):
             self.fail(full, f"must be a string, got {value!r}")
         return value
+
+
+def effective_rubric(rubric: Rubric, profile: Profile) -> dict[str, Any]:
+    """What grading with `profile` uses: every check's points, the targets and the limits."""
+    return {
+        "rubric": str(rubric.path),
+        "profile": profile.name,
+        "description": profile.description,
+        "dataset": profile.dataset,
+        "max_score": rubric.max_score,
+        "checks": {c.id: {"points": c.points, "title": c.title} for c in rubric.checks.values()},
+        "targets": asdict(profile.targets),
+        "limits": asdict(profile.limits),
+    }
+
+
+def format_rubric(rubric: Rubric, profile: Profile) -> str:
+    data = effective_rubric(rubric, profile)
+    width = max(len(check_id) for check_id in rubric.checks)
+    lines = [
+        f"rubric   {data['rubric']}",
+        f"profile  {profile.name}: {profile.description} (dataset {profile.dataset})",
+        "",
+        f"checks ({rubric.max_score:g} points)",
+    ]
+    lines += [f"  {c.id:<{width}}  {c.points:>4g}  {c.title}" for c in rubric.checks.values()]
+    for section in ("targets", "limits"):
+        lines += ["", section]
+        lines += [f"  {name:<{width}}  {value:g}" for name, value in data[section].items()]
+    return "\n".join(lines)

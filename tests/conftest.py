@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from lxml import etree
 
-SCHEMA = Path(__file__).parent / "schemas" / "junit.xsd"
+SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMA = SCHEMAS / "junit.xsd"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,12 @@ def junit_schema():
         return tree
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def gradescope_schema():
+    """Validates a Gradescope results.json document against Gradescope's documented format."""
+    validator = jsonschema.Draft202012Validator(
+        json.loads((SCHEMAS / "gradescope-results.json").read_text())
+    )
+    return validator.validate

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from grader.plugin import SubmissionGrading, check, fail_check
-from grader.serving import PredictionError, predict_digit, predict_heldout
+from grader.results import WrongDigit
+from grader.serving import PredictionError, png, predict_digit, predict_heldout
 
-WRONG_DIGITS_KEPT = 200
+WRONG_DIGITS_KEPT = 200  # in heldout.json
+WRONG_DIGITS_SHOWN = 24  # as images in the reports
 
 
 @check("serve.dockerfile")
@@ -101,6 +104,10 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
         )
         + "\n"
     )
+    grading.result.wrong_digits = [
+        WrongDigit(index, label, predicted, base64.b64encode(png(digits.image(index))).decode())
+        for index, label, predicted in result.wrong[:WRONG_DIGITS_SHOWN]
+    ]
     reported = grading.result.measurements.get("reported_accuracy")
     gap = profile.targets.integrity_gap
     if isinstance(reported, float) and reported - measured > gap:

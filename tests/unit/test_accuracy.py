@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from grader.accuracy import from_log, from_metrics
+from grader.accuracy import from_log, from_metrics, training_curve
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,18 @@ def test_metrics_json_problems_are_explained(tmp_path, content, problem):
     result = from_metrics(path)
     assert isinstance(result, str)
     assert problem in result
+
+
+def test_training_curve():
+    log = "\n".join(
+        [
+            "Train Epoch: 1 [0/3000 (0%)]\tLoss: 2.301",
+            "Train Epoch: 1 [1280/3000 (43%)]\tLoss: 0.512",
+            "",
+            "Test set: Average loss: 0.2458, Accuracy: 930/1000 (93%)",
+            "Train Epoch: 2 [0/3000 (0%)]\tLoss: 1e-3",
+            "Test set: Average loss: 0.1860, Accuracy: 951/1000 (95%)",
+        ]
+    )
+    assert training_curve(log) == {"loss": [2.301, 0.512, 0.001], "accuracy": [0.93, 0.951]}
+    assert training_curve("") == {"loss": [], "accuracy": []}

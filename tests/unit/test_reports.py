@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+import base64
+import csv
+import io
 import json
 
-from grader.reports import junit_xml, summary_lines, write_reports
-from grader.results import CheckResult, GradingReport
+import lxml.html
+
+from grader.reports import (
+    gradebook_csv,
+    gradescope_results,
+    junit_xml,
+    summary_lines,
+    write_reports,
+)
+from grader.results import CheckResult, GradingReport, WrongDigit
+from grader.serving import png
 
 
 def sample_report(tmp_path):
@@ -32,6 +44,9 @@ def sample_report(tmp_path):
     )
     bad.note("base image x was stood in")
     bad.flag("reported accuracy 0.99 is far above the measured 0.10")
+    good.student_name = "Zhang San"
+    good.training_curve = {"loss": [2.3, 0.9, 0.4], "accuracy": [0.9, 0.95]}
+    good.wrong_digits = [WrongDigit(3, 7, 2, base64.b64encode(png(bytes(784))).decode())]
     return report
 
 
@@ -63,7 +78,16 @@ def test_results_json_and_atomic_write(tmp_path):
     assert bob["checks"]["train.build"]["status"] == "failed"
     assert bob["checks"]["train.run"]["message"].startswith("skipped:")
     assert data["submissions"]["alice"]["checks"]["train.build"]["duration_s"] == 1.5
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["junit.xml", "results.json"]
+    written = sorted(str(p.relative_to(tmp_path / "reports")) for p in
+                     (tmp_path / "reports").rglob("*") if p.is_file())  # fmt: skip
+    assert written == [
+        "gradebook.csv",
+        "gradescope/alice/results.json",
+        "gradescope/bob-co/results.json",
+        "junit.xml",
+        "report.html",
+        "results.json",
+    ]
 
 
 def test_summary_lists_what_was_lost(tmp_path):
@@ -75,3 +99,50 @@ def test_summary_lists_what_was_lost(tmp_path):
     assert lines[2].endswith("; 1 later check skipped")
     assert lines[3].split() == ["FLAG", "reported", "accuracy", "0.99", "is", "far", "above",
                                 "the", "measured", "0.10"]  # fmt: skip
+
+
+def test_gradebook_parses_back(tmp_path):
+    rows = list(csv.DictReader(io.StringIO(gradebook_csv(sample_report(tmp_path)))))
+    assert list(rows[0]) == [
+        "submission_id", "student_name", "score", "max_score", "flags",
+        "train.build", "train.run", "train.model_artifact",
+    ]  # fmt: skip
+    assert rows[0]["student_name"] == "Zhang San" and rows[0]["train.build"] == "10"
+    assert rows[0]["train.run"] == ""  # not graded for this submission
+    assert (rows[1]["submission_id"], rows[1]["score"], rows[1]["max_score"]) == (
+        "bob & <co>", "0", "25",
+    )  # fmt: skip
+    assert rows[1]["flags"] == "reported accuracy 0.99 is far above the measured 0.10"
+
+
+def test_gradescope_results_conform(tmp_path, gradescope_schema):
+    report = sample_report(tmp_path)
+    for result in report.submissions.values():
+        gradescope_schema(gradescope_results(result))
+    bob = gradescope_results(report.submissions["bob & <co>"])
+    assert [t["status"] for t in bob["tests"]] == ["failed", "failed", "failed"]
+    assert bob["tests"][0]["name"] == "train.build: Builds"
+    assert "requirements.txt" in bob["tests"][0]["output"]
+    assert bob["output"].splitlines()[:2] == [
+        "0/25 points", "FLAG: reported accuracy 0.99 is far above the measured 0.10",
+    ]  # fmt: skip
+
+
+def test_html_report_is_self_contained(tmp_path):
+    write_reports(sample_report(tmp_path), tmp_path)
+    text = (tmp_path / "report.html").read_text()
+    page = lxml.html.fromstring(text)
+    assert page.cssselect("#score-distribution svg rect.bar")
+    assert len(page.cssselect("#pass-rates svg rect.bar")) == 3
+    assert [s.get("id") for s in page.cssselect("section.submission")] == [
+        "sub-alice",
+        "sub-bob-co",
+    ]
+    assert page.cssselect("#sub-alice .training-curve svg polyline")
+    (image,) = page.cssselect("#sub-alice img.wrong-digit")
+    assert image.get("src").startswith("data:image/png;base64,")
+    assert "bob &amp; &lt;co&gt;" in text  # escaped, never markup
+    assert page.cssselect("#sub-bob-co details pre")
+    assert page.cssselect("#sub-bob-co .flag")
+    links = [e.get("src") or e.get("href") for e in page.iter() if e.get("src") or e.get("href")]
+    assert all(link.startswith(("data:", "#")) for link in links)

@@ -67,3 +67,49 @@ def test_unreadable_rubrics(tmp_path):
     empty.write_text("[checks]\n[profiles]\n")
     with pytest.raises(RubricError, match="profiles: at least one profile is needed"):
         load_rubric(empty)
+
+
+def write(tmp_path, extra):
+    path = tmp_path / "rubric.toml"
+    path.write_text(DEFAULT_RUBRIC.read_text() + extra)
+    return path
+
+
+def test_a_profile_extends_another_table_by_table(tmp_path):
+    path = write(
+        tmp_path,
+        '[profiles.quick]\nextends = "offline"\ndescription = "Quick"\n'
+        "[profiles.quick.limits]\ntrain_seconds = 120\n"
+        '[profiles.quicker]\nextends = "quick"\n'
+        "[profiles.quicker.targets]\nheldout_accuracy = 0.5\n",
+    )
+    rubric = load_rubric(path)
+    offline, quick, quicker = (rubric.profile(n) for n in ("offline", "quick", "quicker"))
+    assert quick.limits.train_seconds == 120
+    assert quick.limits.build_seconds == offline.limits.build_seconds
+    assert quick.targets == offline.targets and quick.dataset == "offline"
+    assert quicker.description == "Quick" and quicker.limits.train_seconds == 120
+    assert quicker.targets.heldout_accuracy == 0.5
+    assert quicker.targets.reported_accuracy == offline.targets.reported_accuracy
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[profiles.q]\nextends = "gpu"\n',
+         "profiles.q.extends: no profile 'gpu' to extend; defined: offline, full, q"),
+        ('[profiles.a]\nextends = "b"\n[profiles.b]\nextends = "a"\n',
+         "profiles.b.extends: profiles extend each other in a cycle (a -> b -> a)"),
+        ('[profiles.a]\nextends = "a"\n',
+         "profiles.a.extends: profiles extend each other in a cycle (a -> a)"),
+        ('[profiles.q]\ndataset = "offline"\n[profiles.q.targets]\nreported_accuracy = 0.9\n'
+         "heldout_accuracy = 0.9\n[profiles.q.limits]\nbuild_seconds = 1\ntrain_seconds = 1\n"
+         "cpus = 1\nmemory_mb = 512\npids = 64\nserver_ready_seconds = 9\n"
+         "predict_concurrency = 1\n", "profiles.q.targets.integrity_gap: missing"),
+    ],
+)  # fmt: skip
+def test_extension_errors(tmp_path, extra, message):
+    path = write(tmp_path, extra)
+    with pytest.raises(RubricError) as raised:
+        load_rubric(path)
+    assert str(raised.value) == f"{path}: {message}"
