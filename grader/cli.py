@@ -18,6 +18,7 @@ from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_
 from grader.settings import Settings
 from grader.standins import ensure_base_image, ensure_torchserve_image
 
+EXIT_BELOW_THRESHOLD = 1
 EXIT_HARNESS_FAILED = 2
 
 
@@ -26,8 +27,12 @@ def say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` is for pytest; argparse would mix it with the submission paths.
+    pytest_args = words[words.index("--") + 1 :] if "--" in words else []
+    words = words[: words.index("--")] if "--" in words else words
+    args = _parser().parse_args(words)
+    args.pytest_args = pytest_args
     try:
         return int(args.run(args))
     except GraderError as error:
@@ -46,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lab5-grader {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    grade = commands.add_parser("grade", help="grade submissions and write reports")
+    grade = commands.add_parser(
+        "grade",
+        help="grade submissions and write reports",
+        epilog="Options after -- go to pytest, e.g. `grader grade submissions -- -x -k train`.",
+    )
     grade.add_argument(
         "paths", nargs="*", default=["submissions"], metavar="PATH",
         help="submission folders or folders of submissions (default: submissions)",
@@ -56,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     grade.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
     grade.add_argument(
-        "pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
-        help="after --: more pytest options, e.g. -- -x -k train",
+        "--fail-under", type=float, default=None, metavar="SCORE",
+        help="exit 1 when any graded submission scores below SCORE (for a student's own CI)",
     )  # fmt: skip
     grade.set_defaults(run=_grade)
 
@@ -108,15 +117,30 @@ def _grade(args: argparse.Namespace) -> int:
         pytest_args += ["--rubric", args.rubric]
     for path in args.paths:
         pytest_args += ["--submissions", path]
-    extra = list(args.pytest_args)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
-    code = pytest.main(pytest_args + extra)
+    code = pytest.main(pytest_args + args.pytest_args)
     if code in GRADING_RAN:
-        return 0
+        return 0 if args.fail_under is None else _check_fail_under(args)
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _check_fail_under(args: argparse.Namespace) -> int:
+    """EXIT_BELOW_THRESHOLD when a graded submission scored below --fail-under, else 0."""
+    results = json.loads((Path(args.report_dir) / "results.json").read_text())
+    below = [
+        f"{sid} ({result['score']:g}/{result['max_score']:g})"
+        for sid, result in results["submissions"].items()
+        if result["score"] < args.fail_under
+    ]
+    if below:
+        print(
+            f"grader: {len(below)} submission{'s' * (len(below) > 1)} scored below "
+            f"--fail-under {args.fail_under:g}: {', '.join(below)}",
+            file=sys.stderr,
+        )
+        return EXIT_BELOW_THRESHOLD
+    return 0
 
 
 def _rubric_show(args: argparse.Namespace) -> int:

@@ -31,3 +31,27 @@ def gradescope_schema():
         json.loads((SCHEMAS / "gradescope-results.json").read_text())
     )
     return validator.validate
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium from Debian's packages, driven by chromedriver (installed if missing)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from grader.engine import apt_install
+    from grader.settings import Settings
+
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        apt_install(["chromium", "chromium-driver"], Settings.from_env())
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1280,2000",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from selenium.webdriver.common.by import By
 
 from grader.engine import connect
+from grader.submission import slugify
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration
@@ -214,3 +218,48 @@ def test_nothing_is_left_behind(graded):
     selector = {"label": f"lab5-grader.run={results['run_id']}"}
     assert client.containers.list(all=True, filters=selector) == []
     assert client.images.list(filters=selector) == []
+
+
+def test_gradebook_matches_the_scores(graded):
+    _, report_dir, _ = graded
+    rows = list(csv.DictReader((report_dir / "gradebook.csv").open()))
+    assert {row["submission_id"]: float(row["score"]) for row in rows} == {
+        sid: float(score) for sid, (score, _) in EXPECTED.items()
+    }
+    good = next(row for row in rows if row["submission_id"] == "2023010001")
+    assert good["student_name"] == "Zhang San"
+    assert [good[check_id] for check_id in CHECKS] == [
+        "5", "10", "10", "10", "5", "5", "10", "10", "5", "10", "20",
+    ]  # fmt: skip
+
+
+def test_gradescope_results_for_every_submission(graded, gradescope_schema):
+    _, report_dir, results = graded
+    for sid, result in results["submissions"].items():
+        path = report_dir / "gradescope" / slugify(sid) / "results.json"
+        document = json.loads(path.read_text())
+        gradescope_schema(document)
+        assert document["score"] == result["score"]
+        assert len(document["tests"]) == len(CHECKS)
+
+
+def test_html_report_in_headless_chromium(graded, chromium, tmp_path):
+    _, report_dir, _ = graded
+    chromium.get((report_dir / "report.html").as_uri())
+    sections = chromium.find_elements(By.CSS_SELECTOR, "section.submission")
+    assert len(sections) == len(EXPECTED)
+    assert len(chromium.find_elements(By.CSS_SELECTOR, "#pass-rates rect.bar")) == len(CHECKS)
+    images = chromium.find_elements(By.CSS_SELECTOR, "#sub-serve-bad-model img.wrong-digit")
+    assert len(images) == 24
+    assert all(chromium.execute_script("return arguments[0].naturalWidth", i) == 28 for i in images)
+    assert chromium.find_elements(By.CSS_SELECTOR, "#sub-reference .training-curve polyline")
+    for element_id in ("score-distribution", "pass-rates"):
+        shot = tmp_path / f"{element_id}.png"
+        chromium.find_element(By.ID, element_id).screenshot(str(shot))
+        with Image.open(shot) as picture:
+            assert picture.width > 300
+            low, high = picture.convert("L").getextrema()
+            assert high - low > 100  # drawn, not blank
+    page = tmp_path / "page.png"
+    chromium.save_screenshot(str(page))
+    assert page.stat().st_size > 10_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from grader.containers import device_requests
@@ -99,3 +101,25 @@ def test_device_requests(gpus, expected):
 def test_device_requests_reject_nonsense():
     with pytest.raises(ValueError, match="neither none, all nor a list of ids"):
         device_requests(",")
+
+
+def test_rubric_show(tmp_path):
+    done = run_grader("rubric", "show", "--profile", "full")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("profile  full: Real MNIST")
+    assert "checks (100 points)" in lines
+    assert any(line.split()[:2] == ["serve.heldout_accuracy", "20"] for line in lines)
+    assert any(line.split() == ["heldout_accuracy", "0.98"] for line in lines)
+    as_json = json.loads(run_grader("rubric", "show", "--json").stdout)
+    assert as_json["profile"] == "offline" and as_json["max_score"] == 100
+    bad = tmp_path / "rubric.toml"
+    bad.write_text("[checks.x]\n")
+    done = run_grader("rubric", "show", "--rubric", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"grader: error: {bad}: checks.x: unknown check id; known ones are "
+        "train.dockerfile, train.build, train.run, train.reported_accuracy, "
+        "train.model_artifact, serve.dockerfile, serve.build, serve.ping, serve.model_ready, "
+        "serve.sample_prediction, serve.heldout_accuracy"
+    )
