@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -65,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     grade.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
     grade.add_argument(
+        "--force", action="store_true",
+        help="grade again even submissions whose stored results are still valid",
+    )  # fmt: skip
+    grade.add_argument(
+        "--keep-images", action="store_true",
+        help="keep each submission's images after grading (default: remove them)",
+    )  # fmt: skip
+    grade.add_argument(
         "--fail-under", type=float, default=None, metavar="SCORE",
         help="exit 1 when any graded submission scores below SCORE (for a student's own CI)",
     )  # fmt: skip
@@ -96,8 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _grade(args: argparse.Namespace) -> int:
     import pytest
+
+    # SIGTERM (a TA's `kill`, a CI timeout) ends a run as Ctrl-C does: results kept, containers
+    # removed. After SIGKILL the next run reaps what is left.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     from grader.plugin import GRADING_RAN, checks_dir
 
@@ -107,6 +124,9 @@ def _grade(args: argparse.Namespace) -> int:
         "-c", str(folder / "pytest.ini"),
         "--rootdir", str(folder),
         "-p", "no:cacheprovider",
+        # This process imported the harness before pytest loads it as a plugin; its checks do
+        # not rely on assertion rewriting.
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
         "--profile", args.profile,
         "--report-dir", args.report_dir,
         "--gpus", args.gpus,
@@ -115,6 +135,8 @@ def _grade(args: argparse.Namespace) -> int:
         pytest_args += ["-p", "grader.plugin"]
     if args.rubric:
         pytest_args += ["--rubric", args.rubric]
+    pytest_args += [flag for flag, on in (("--force", args.force),
+                                          ("--keep-images", args.keep_images)) if on]  # fmt: skip
     for path in args.paths:
         pytest_args += ["--submissions", path]
     code = pytest.main(pytest_args + args.pytest_args)

@@ -319,15 +319,17 @@ def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:
         log.write(tail)
 
 
-def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> int:
-    """Remove every container, then every image, carrying all of `labels`; return the count."""
+def remove_labelled(
+    client: docker.DockerClient, labels: Mapping[str, str], images: bool = True
+) -> int:
+    """Remove every container (and image, unless told not to) carrying all of `labels`."""
     selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
     removed = 0
     for container in client.containers.list(all=True, filters=selector):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
             removed += 1
-    for image in client.images.list(filters=selector):
+    for image in client.images.list(filters=selector) if images else []:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             client.images.remove(image.id, force=True)
             removed += 1

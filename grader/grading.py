@@ -106,6 +106,7 @@ class Grader:
     gpus: str = "none"
     run_id: str = field(default_factory=new_run_id)
     say: Say = print
+    keep_images: bool = False
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
     _servers: dict[str, Server] = field(default_factory=dict)
@@ -307,7 +308,11 @@ class Grader:
         server = self._servers.pop(submission.id, None)
         if server is not None:
             stop_server(server.running, self.artifacts(submission) / "server.log")
-        remove_labelled(self.client, {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission.id})
+        remove_labelled(
+            self.client,
+            {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission.id},
+            images=not self.keep_images,
+        )
         shutil.rmtree(self.scratch(submission, ""), ignore_errors=True)
 
     def close(self) -> None:
@@ -315,7 +320,7 @@ class Grader:
         for submission_id, server in self._servers.items():
             stop_server(server.running, self.artifacts_root / slugify(submission_id) / "server.log")
         self._servers.clear()
-        remove_labelled(self.client, {RUN_LABEL: self.run_id})
+        remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=not self.keep_images)
         shutil.rmtree(self.settings.home / "runs" / self.run_id, ignore_errors=True)
 
 

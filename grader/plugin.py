@@ -17,6 +17,9 @@ import pytest
 
 from grader import __version__
 from grader.accuracy import training_curve
+from grader.cache import load as load_stored
+from grader.cache import rescore, submission_key
+from grader.cache import store as store_result
 from grader.containers import log_excerpt
 from grader.dataset import load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
@@ -26,6 +29,7 @@ from grader.grading import Grader, ImageBuild, TrainingRun
 from grader.reports import summary_lines, write_reports, write_results
 from grader.results import CheckResult, GradingReport, Status, SubmissionResult
 from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
+from grader.runs import RunLock, reap_dead_runs
 from grader.serving import Server
 from grader.settings import Settings
 from grader.submission import Submission, discover, load_submission, slugify
@@ -64,6 +68,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rubric", default=None, metavar="FILE", help="rubric TOML file")
     group.addoption(
         "--report-dir", default="reports", metavar="DIR", help="where reports go (default: reports)"
+    )
+    group.addoption(
+        "--force",
+        action="store_true",
+        help="grade every submission again, even when a stored result is still valid",
+    )
+    group.addoption(
+        "--keep-images",
+        action="store_true",
+        help="keep each submission's images after grading (default: remove them)",
     )
     group.addoption(
         "--gpus",
@@ -265,7 +279,12 @@ class GradingSession:
         self.report_dir = Path(config.getoption("report_dir")).resolve()
         self.settings = Settings.from_env()
         self._grader: Grader | None = None
+        self._lock: RunLock | None = None
         self.report: GradingReport | None = None
+        self.force = bool(config.getoption("force"))
+        self.keep_images = bool(config.getoption("keep_images"))
+        self.keys: dict[str, str] = {}  # submission id -> key of what its grading depends on
+        self.reused: list[str] = []  # submissions whose stored results were taken
         # Reports are written by the controlling process only, never by an xdist worker.
         self.writes_reports = not hasattr(config, "workerinput")
 
@@ -295,6 +314,9 @@ class GradingSession:
             raise pytest.UsageError(
                 f"{error}\n(`grader setup --profile {self.profile.name}` prepares this host)"
             ) from None
+        reaped = reap_dead_runs(client, self.settings)
+        if reaped:
+            self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
         gpus = self.gpus
         if gpus == "auto":
             gpus = "all" if "nvidia" in (client.info().get("Runtimes") or {}) else "none"
@@ -306,7 +328,9 @@ class GradingSession:
             artifacts_root=self.report_dir / "artifacts",
             gpus=gpus,
             say=self._say,
+            keep_images=self.keep_images,
         )
+        self._lock = RunLock(self.settings, self._grader.run_id)
         self.report = GradingReport(
             run_id=self._grader.run_id,
             profile=self.profile.name,
@@ -326,9 +350,13 @@ class GradingSession:
             reporter.write_line(f"[grader] {message}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.reused:
+            session.exitstatus = pytest.ExitCode.OK  # every submission came from stored results
         if self._grader is not None:
             with contextlib.suppress(Exception):
                 self._grader.close()
+        if self._lock is not None:
+            self._lock.release()
         self._write(everything=True)
 
     def _write(self, everything: bool = False) -> None:
@@ -374,6 +402,28 @@ class GradingSession:
             return (submissions[sid], order[marker.args[0]])
 
         items.sort(key=key)  # one submission's checks together, in rubric order
+        self._reuse_stored_results(config, items)
+
+    def _reuse_stored_results(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Take unchanged submissions' stored results (re-scored) instead of grading them."""
+        assert self._grader is not None and self.report is not None
+        for intake in self.intakes.values():
+            if intake.submission is None:
+                continue
+            key = submission_key(intake.path, self.rubric, self.profile, self._grader.dataset)
+            self.keys[intake.id] = key
+            stored = None if self.force else load_stored(self.report_dir, intake.id, key)
+            if stored is not None:
+                self.report.submissions[intake.id] = rescore(stored, self.rubric, self.profile)
+                self.reused.append(intake.id)
+        if self.reused:
+            skipped = [item for item in items if _intake_id(item) in self.reused]
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if _intake_id(item) not in self.reused]
+            self._say(
+                f"{len(self.reused)} unchanged submission(s) taken from stored results "
+                "(--force grades them again)"
+            )
 
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         """After a submission's last check, stop its server and remove its images."""
@@ -383,6 +433,8 @@ class GradingSession:
         submission = self.intakes[current].submission
         if submission is not None and self._grader is not None:
             self._grader.finish(submission)
+        if current in self.keys and self.report is not None and self.writes_reports:
+            store_result(self.report_dir, self.report.submissions[current], self.keys[current])
         self._write(everything=True)
 
     # --- results -------------------------------------------------------------------------------

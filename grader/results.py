@@ -87,21 +87,38 @@ class GradingReport:
             "rubric": self.rubric,
             "harness_version": self.harness_version,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
-            "submissions": {
-                sid: {
-                    "submission_id": result.submission_id,
-                    "student_name": result.student_name,
-                    "path": result.path,
-                    "artifacts": result.artifacts,
-                    "score": result.score,
-                    "max_score": result.max_score,
-                    "notes": result.notes,
-                    "flags": result.flags,
-                    "measurements": result.measurements,
-                    "training_curve": result.training_curve,
-                    "wrong_digits": [asdict(digit) for digit in result.wrong_digits],
-                    "checks": {cid: asdict(check) for cid, check in result.checks.items()},
-                }
-                for sid, result in self.submissions.items()
-            },
+            "submissions": {sid: submission_to_json(r) for sid, r in self.submissions.items()},
         }
+
+
+def submission_to_json(result: SubmissionResult) -> dict[str, Any]:
+    return {
+        "submission_id": result.submission_id,
+        "student_name": result.student_name,
+        "path": result.path,
+        "artifacts": result.artifacts,
+        "score": result.score,
+        "max_score": result.max_score,
+        "notes": result.notes,
+        "flags": result.flags,
+        "measurements": result.measurements,
+        "training_curve": result.training_curve,
+        "wrong_digits": [asdict(digit) for digit in result.wrong_digits],
+        "checks": {cid: asdict(check) for cid, check in result.checks.items()},
+    }
+
+
+def submission_from_json(data: dict[str, Any]) -> SubmissionResult:
+    """The inverse of the per-submission part of `GradingReport.to_json`."""
+    return SubmissionResult(
+        submission_id=data["submission_id"],
+        path=data["path"],
+        artifacts=data["artifacts"],
+        student_name=data.get("student_name"),
+        checks={cid: CheckResult(**check) for cid, check in data["checks"].items()},
+        notes=list(data.get("notes", [])),
+        flags=list(data.get("flags", [])),
+        measurements=dict(data.get("measurements", {})),
+        training_curve=dict(data.get("training_curve", {})),
+        wrong_digits=[WrongDigit(**digit) for digit in data.get("wrong_digits", [])],
+    )

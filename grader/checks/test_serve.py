@@ -8,6 +8,7 @@ import json
 from grader.plugin import SubmissionGrading, check, fail_check
 from grader.results import WrongDigit
 from grader.serving import PredictionError, png, predict_digit, predict_heldout
+from grader.verdicts import heldout_accuracy_problem, integrity_flag
 
 WRONG_DIGITS_KEPT = 200  # in heldout.json
 WRONG_DIGITS_SHOWN = 24  # as images in the reports
@@ -84,7 +85,10 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
     )
     measured = result.accuracy
     grading.result.measurements.update(
-        heldout_accuracy=measured, heldout_total=result.total, heldout_errors=result.error_count
+        heldout_accuracy=measured,
+        heldout_total=result.total,
+        heldout_errors=result.error_count,
+        heldout_error_example=result.errors[0] if result.errors else None,
     )
     artifacts = grading.grader.artifacts(grading.submission)
     (artifacts / "heldout.json").write_text(
@@ -108,25 +112,13 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
         WrongDigit(index, label, predicted, base64.b64encode(png(digits.image(index))).decode())
         for index, label, predicted in result.wrong[:WRONG_DIGITS_SHOWN]
     ]
-    reported = grading.result.measurements.get("reported_accuracy")
-    gap = profile.targets.integrity_gap
-    if isinstance(reported, float) and reported - measured > gap:
-        grading.result.flag(
-            f"reported accuracy {reported:.4f} is more than {gap:.2f} above the accuracy the "
-            f"grader measured on hidden digits ({measured:.4f}); check that the reported figure "
-            "comes from a real test run of the served model"
-        )
+    flag = integrity_flag(grading.result.measurements, profile.targets)
+    if flag:
+        grading.result.flag(flag)
     if result.error_count == result.total:
         fail_check(f"every prediction failed; first error: {result.errors[0]}")
-    target = profile.targets.heldout_accuracy
-    if measured < target:
-        errors = (
-            f"; {result.error_count} requests failed, e.g. {result.errors[0]}"
-            if (result.errors)
-            else ""
-        )
-        fail_check(
-            f"accuracy on {result.total} hidden digits is {measured:.4f}, below the target "
-            f"{target:.4f}{errors}; if training reported more, the served model may differ from "
-            "the trained one (model definition, preprocessing)"
-        )
+    problem = heldout_accuracy_problem(
+        grading.result.measurements, profile.targets.heldout_accuracy
+    )
+    if problem:
+        fail_check(problem)

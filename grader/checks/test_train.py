@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grader.plugin import SubmissionGrading, check, fail_check
+from grader.verdicts import reported_accuracy_problem
 
 
 @check("train.dockerfile")
@@ -52,13 +53,13 @@ def test_reported_accuracy(grading: SubmissionGrading) -> None:
             "`Test set: Average loss: 0.0267, Accuracy: 9913/10000 (99%)`",
             grading.log(training.run.log_path),
         )
+    where = f"{reported.source}: {reported.text}"
     grading.result.measurements["reported_accuracy"] = reported.value
     grading.result.measurements["reported_accuracy_source"] = reported.source
-    if reported.value < target:
-        fail_check(
-            f"reported accuracy {reported.value:.4f} ({reported.source}: {reported.text}) is "
-            f"below the target {target:.4f}; train longer or improve the model"
-        )
+    grading.result.measurements["reported_accuracy_where"] = where
+    problem = reported_accuracy_problem(reported.value, where, target)
+    if problem:
+        fail_check(problem)
 
 
 @check("train.model_artifact")

@@ -1,0 +1,83 @@
+"""Runs that are interrupted keep what they graded; what a killed run leaves is reaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from grader.containers import RUN_LABEL, SUBMISSION_LABEL
+from grader.engine import connect
+from grader.settings import Settings
+from tests.cli import ROOT, run_grader
+
+pytestmark = pytest.mark.integration
+
+CUDA_BASE = "pytorch/pytorch:1.13.1-cuda11.6-cudnn8-runtime"
+
+
+def start_grading(tmp_path, name):
+    submission = tmp_path / "submissions" / name
+    (submission / "train").mkdir(parents=True)
+    (submission / "train" / "Dockerfile").write_text(f"FROM {CUDA_BASE}\nCMD sleep 600\n")
+    report_dir = tmp_path / "reports"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "grader", "grade", str(submission), "--report-dir", str(report_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    client = connect()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = client.containers.list(filters={"label": f"{SUBMISSION_LABEL}={name}"})
+        if running:
+            return process, running[0], report_dir
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.5)
+    process.kill()
+    raise AssertionError("the training container never started")
+
+
+def leftovers(run_id):
+    client = connect()
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
+    return client.containers.list(all=True, filters=selector) + client.images.list(filters=selector)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_keeps_its_results_and_cleans_up(tmp_path, signum):
+    process, container, report_dir = start_grading(tmp_path, f"stopped-{signum}")
+    run_id = container.labels[RUN_LABEL]
+    os.killpg(process.pid, signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    results = json.loads((report_dir / "results.json").read_text())
+    checks = results["submissions"][f"stopped-{signum}"]["checks"]
+    assert checks["train.build"]["status"] == "passed"
+    assert leftovers(run_id) == []
+    assert not (Settings.from_env().home / "runs" / run_id).exists()
+
+
+def test_a_killed_run_is_reaped_by_the_next_one(tmp_path):
+    process, container, report_dir = start_grading(tmp_path, "killed")
+    run_id = container.labels[RUN_LABEL]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    results = json.loads((report_dir / "results.json").read_text())
+    assert results["submissions"]["killed"]["checks"]["train.build"]["status"] == "passed"
+    assert leftovers(run_id)  # the kill left the training container and the image
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "submission.toml").write_text("")
+    done = run_grader("grade", str(empty), "--report-dir", str(tmp_path / "next"))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"removed what \d+ interrupted run\(s\) left behind", done.stdout)
+    assert leftovers(run_id) == []
+    assert not (Settings.from_env().home / "runs" / run_id).exists()
