@@ -18,6 +18,7 @@ from grader.errors import DatasetError, GraderError
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
 from grader.standins import ensure_base_image, ensure_torchserve_image
+from grader.submission import discover
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_HARNESS_FAILED = 2
@@ -65,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
     grade.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     grade.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
+    grade.add_argument(
+        "-j", "--jobs", default="auto", metavar="N",
+        help="submissions graded at once (default auto: from the host's cores and memory)",
+    )  # fmt: skip
     grade.add_argument(
         "--force", action="store_true",
         help="grade again even submissions whose stored results are still valid",
@@ -124,6 +129,8 @@ def _grade(args: argparse.Namespace) -> int:
         "-c", str(folder / "pytest.ini"),
         "--rootdir", str(folder),
         "-p", "no:cacheprovider",
+        # One line per check: progress a TA can follow, and room for the harness's own lines.
+        "-v",
         # This process imported the harness before pytest loads it as a plugin; its checks do
         # not rely on assertion rewriting.
         "-W", "ignore::pytest.PytestAssertRewriteWarning",
@@ -135,6 +142,9 @@ def _grade(args: argparse.Namespace) -> int:
         pytest_args += ["-p", "grader.plugin"]
     if args.rubric:
         pytest_args += ["--rubric", args.rubric]
+    jobs = _jobs(args.jobs, args.paths)
+    if jobs > 1:  # pytest-xdist; the plugin keeps each submission on one worker
+        pytest_args += ["-n", str(jobs)]
     pytest_args += [flag for flag, on in (("--force", args.force),
                                           ("--keep-images", args.keep_images)) if on]  # fmt: skip
     for path in args.paths:
@@ -145,6 +155,21 @@ def _grade(args: argparse.Namespace) -> int:
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _jobs(requested: str, paths: list[str]) -> int:
+    """How many submissions to grade at once: N, or auto (cores, and 3 GiB of memory each)."""
+    try:
+        submissions = len(discover([Path(p) for p in paths]))
+    except GraderError:
+        submissions = 1  # the plugin reports the problem
+    if requested != "auto":
+        if not requested.isdigit() or int(requested) < 1:
+            raise GraderError(f"-j {requested!r}: give a whole number of at least 1, or auto")
+        return min(int(requested), max(1, submissions))
+    cores = os.cpu_count() or 1
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return max(1, min(cores, int(memory_gib // 3), submissions))
 
 
 def _check_fail_under(args: argparse.Namespace) -> int:

@@ -326,11 +326,12 @@ def remove_labelled(
     selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
     removed = 0
     for container in client.containers.list(all=True, filters=selector):
-        with contextlib.suppress(docker.errors.NotFound):
+        # NotFound or "removal already in progress": either way it is going.
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
             removed += 1
     for image in client.images.list(filters=selector) if images else []:
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        with contextlib.suppress(docker.errors.APIError):
             client.images.remove(image.id, force=True)
             removed += 1
     return removed

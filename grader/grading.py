@@ -10,7 +10,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import docker
@@ -57,6 +57,25 @@ OUTPUT_MOUNT = "/output"
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def share_host(profile: Profile, engine_info: dict[str, object], workers: int) -> Profile:
+    """The profile with CPU and memory limits cut so that `workers` submissions at once never
+    ask for more than the engine's host has (a fifth of its memory is left to everything else).
+    """
+    if workers <= 1:
+        return profile
+    cpus = float(engine_info.get("NCPU") or 1)  # type: ignore[arg-type]
+    memory_mb = int(engine_info.get("MemTotal") or 0) // (1 << 20)  # type: ignore[call-overload]
+    limits = profile.limits
+    return replace(
+        profile,
+        limits=replace(
+            limits,
+            cpus=min(limits.cpus, max(0.5, cpus / workers)),
+            memory_mb=min(limits.memory_mb, max(512, int(memory_mb * 0.8 / workers))),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +131,10 @@ class Grader:
     _servers: dict[str, Server] = field(default_factory=dict)
     _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _base_images: BaseImageProvider | None = None
+    _touched: set[str] = field(default_factory=set)  # submissions this grader worked on
 
     def artifacts(self, submission: Submission) -> Path:
+        self._touched.add(submission.id)
         path = self.artifacts_root / submission.slug
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -315,13 +336,19 @@ class Grader:
         )
         shutil.rmtree(self.scratch(submission, ""), ignore_errors=True)
 
-    def close(self) -> None:
-        """End the run: stop what is still running and remove all it made on the host."""
+    def close(self, whole_run: bool = True) -> None:
+        """Stop what is still running and remove what was made: this grader's, or the run's."""
         for submission_id, server in self._servers.items():
             stop_server(server.running, self.artifacts_root / slugify(submission_id) / "server.log")
         self._servers.clear()
-        remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=not self.keep_images)
-        shutil.rmtree(self.settings.home / "runs" / self.run_id, ignore_errors=True)
+        images = not self.keep_images
+        if whole_run:
+            remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=images)
+            shutil.rmtree(self.settings.home / "runs" / self.run_id, ignore_errors=True)
+            return
+        for submission_id in self._touched:
+            labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission_id}
+            remove_labelled(self.client, labels, images=images)
 
 
 def _copy_out(source: Path, folder: Path) -> Path | None:

@@ -8,7 +8,9 @@ adds its options and the `check` marker, and stays out of the way.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn
@@ -21,13 +23,21 @@ from grader.cache import load as load_stored
 from grader.cache import rescore, submission_key
 from grader.cache import store as store_result
 from grader.containers import log_excerpt
-from grader.dataset import load_dataset
+from grader.dataset import Dataset, load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
 from grader.errors import DockerfileError, GraderError, ManifestError
-from grader.grading import Grader, ImageBuild, TrainingRun
+from grader.grading import Grader, ImageBuild, TrainingRun, new_run_id, share_host
+from grader.parallel import SubmissionScheduling, submission_of_nodeid
 from grader.reports import summary_lines, write_reports, write_results
-from grader.results import CheckResult, GradingReport, Status, SubmissionResult
+from grader.results import (
+    CheckResult,
+    GradingReport,
+    Status,
+    SubmissionResult,
+    submission_from_json,
+    submission_to_json,
+)
 from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
 from grader.runs import RunLock, reap_dead_runs
 from grader.serving import Server
@@ -283,10 +293,17 @@ class GradingSession:
         self.report: GradingReport | None = None
         self.force = bool(config.getoption("force"))
         self.keep_images = bool(config.getoption("keep_images"))
+        self._progress = Progress(self._say)
         self.keys: dict[str, str] = {}  # submission id -> key of what its grading depends on
         self.reused: list[str] = []  # submissions whose stored results were taken
-        # Reports are written by the controlling process only, never by an xdist worker.
-        self.writes_reports = not hasattr(config, "workerinput")
+        # With pytest-xdist, the controlling process owns the run (id, lock, reaping, reports);
+        # workers grade whole submissions and send their results along with each test report.
+        worker_input = getattr(config, "workerinput", None)
+        self.controls = worker_input is None
+        self.run_id = worker_input[RUN_ID_KEY] if worker_input else new_run_id()
+        self.workers = int(getattr(config.option, "numprocesses", 0) or 1)
+        if worker_input:
+            self.workers = int(worker_input[WORKERS_KEY])
 
     @property
     def grader(self) -> Grader:
@@ -314,31 +331,45 @@ class GradingSession:
             raise pytest.UsageError(
                 f"{error}\n(`grader setup --profile {self.profile.name}` prepares this host)"
             ) from None
-        reaped = reap_dead_runs(client, self.settings)
-        if reaped:
-            self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
+        if self.controls:
+            reaped = reap_dead_runs(client, self.settings)
+            if reaped:
+                self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
+            self._lock = RunLock(self.settings, self.run_id)
         gpus = self.gpus
         if gpus == "auto":
             gpus = "all" if "nvidia" in (client.info().get("Runtimes") or {}) else "none"
         self._grader = Grader(
             client=client,
             settings=self.settings,
-            profile=self.profile,
+            profile=share_host(self.profile, client.info(), self.workers),
             dataset=dataset,
             artifacts_root=self.report_dir / "artifacts",
             gpus=gpus,
             say=self._say,
             keep_images=self.keep_images,
+            run_id=self.run_id,
         )
-        self._lock = RunLock(self.settings, self._grader.run_id)
         self.report = GradingReport(
-            run_id=self._grader.run_id,
+            run_id=self.run_id,
             profile=self.profile.name,
             rubric=str(self.rubric.path),
             harness_version=__version__,
         )
         for intake in self.intakes.values():
             self.result_for(intake)
+        self._take_stored_results(dataset)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: object) -> object:
+        return SubmissionScheduling(config, log)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: object) -> None:
+        """pytest-xdist: every worker grades under the controller's run id."""
+        workerinput = node.workerinput  # type: ignore[attr-defined]
+        workerinput[RUN_ID_KEY] = self.run_id
+        workerinput[WORKERS_KEY] = self.workers
 
     def _say(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -354,13 +385,14 @@ class GradingSession:
             session.exitstatus = pytest.ExitCode.OK  # every submission came from stored results
         if self._grader is not None:
             with contextlib.suppress(Exception):
-                self._grader.close()
+                # A worker cleans up after its own submissions; the controller, after the run.
+                self._grader.close(whole_run=self.controls)
         if self._lock is not None:
             self._lock.release()
         self._write(everything=True)
 
     def _write(self, everything: bool = False) -> None:
-        if self.report is not None and self.writes_reports:
+        if self.report is not None and self.controls:
             (write_reports if everything else write_results)(self.report, self.report_dir)
 
     # --- collection ----------------------------------------------------------------------------
@@ -402,28 +434,29 @@ class GradingSession:
             return (submissions[sid], order[marker.args[0]])
 
         items.sort(key=key)  # one submission's checks together, in rubric order
-        self._reuse_stored_results(config, items)
+        if self.reused:
+            skipped = [item for item in items if _intake_id(item) in self.reused]
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if _intake_id(item) not in self.reused]
 
-    def _reuse_stored_results(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def _take_stored_results(self, dataset: Dataset) -> None:
         """Take unchanged submissions' stored results (re-scored) instead of grading them."""
-        assert self._grader is not None and self.report is not None
+        assert self.report is not None
         for intake in self.intakes.values():
             if intake.submission is None:
                 continue
-            key = submission_key(intake.path, self.rubric, self.profile, self._grader.dataset)
+            key = submission_key(intake.path, self.rubric, self.profile, dataset)
             self.keys[intake.id] = key
             stored = None if self.force else load_stored(self.report_dir, intake.id, key)
             if stored is not None:
                 self.report.submissions[intake.id] = rescore(stored, self.rubric, self.profile)
                 self.reused.append(intake.id)
         if self.reused:
-            skipped = [item for item in items if _intake_id(item) in self.reused]
-            config.hook.pytest_deselected(items=skipped)
-            items[:] = [item for item in items if _intake_id(item) not in self.reused]
             self._say(
                 f"{len(self.reused)} unchanged submission(s) taken from stored results "
                 "(--force grades them again)"
             )
+        self._progress.total = len(self.intakes) - len(self.reused)
 
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         """After a submission's last check, stop its server and remove its images."""
@@ -432,10 +465,11 @@ class GradingSession:
             return
         submission = self.intakes[current].submission
         if submission is not None and self._grader is not None:
-            self._grader.finish(submission)
-        if current in self.keys and self.report is not None and self.writes_reports:
-            store_result(self.report_dir, self.report.submissions[current], self.keys[current])
-        self._write(everything=True)
+            try:
+                self._grader.finish(submission)
+            except Exception as error:  # cleaning up must never cost the next submission
+                self._say(f"cleaning up after {current} failed: {error}")
+        item.stash[_finished_key] = True
 
     # --- results -------------------------------------------------------------------------------
 
@@ -448,6 +482,8 @@ class GradingSession:
         intake_id = _intake_id(item)
         if marker is None or intake_id is None:
             return report
+        if call.when == "teardown" and item.stash.get(_finished_key, False):
+            report.user_properties.append((FINISHED_PROPERTY, intake_id))
         done = item.stash.setdefault(_recorded_key, False)
         if done or (call.when != "call" and call.excinfo is None):
             return report
@@ -467,8 +503,26 @@ class GradingSession:
             duration_s=call.duration,
         )
         item.stash[_recorded_key] = True
-        self._write()
+        # The result travels with the report to the controlling process (itself, when serial).
+        report.user_properties.append((RESULT_PROPERTY, json.dumps(submission_to_json(result))))
         return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """In the controlling process: take results in and write the reports."""
+        if not self.controls or self.report is None:
+            return
+        self._progress.seen(report)
+        for name, value in report.user_properties:
+            if name == RESULT_PROPERTY:
+                result = submission_from_json(json.loads(str(value)))
+                self.report.submissions[result.submission_id] = result
+                self._write()
+            elif name == FINISHED_PROPERTY and str(value) in self.report.submissions:
+                finished = self.report.submissions[str(value)]
+                if str(value) in self.keys:
+                    store_result(self.report_dir, finished, self.keys[str(value)])
+                self._write(everything=True)
+                self._progress.finished(finished)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.report is None:
@@ -481,7 +535,47 @@ class GradingSession:
         terminalreporter.write_line(f"reports: {self.report_dir}")
 
 
+class Progress:
+    """One line per submission started and finished, with the count done and an ETA.
+
+    Lines, not a redrawn screen: they read the same on a terminal and in a CI log.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.total = 0
+        self.done = 0
+        self.started_at = time.monotonic()
+        self.running: dict[str, float] = {}
+
+    def seen(self, report: pytest.TestReport) -> None:
+        sid = submission_of_nodeid(report.nodeid)
+        if sid is None or sid in self.running:
+            return
+        self.running[sid] = time.monotonic()
+        worker = getattr(getattr(report, "node", None), "gateway", None)
+        where = f" on {worker.id}" if worker is not None else ""
+        self.say(f"grading {sid}{where}")
+
+    def finished(self, result: SubmissionResult) -> None:
+        self.done += 1
+        now = time.monotonic()
+        took = now - self.running.pop(result.submission_id, now)
+        elapsed = now - self.started_at
+        remaining = max(0, self.total - self.done)
+        eta = f", about {elapsed / self.done * remaining:.0f} s left" if remaining else ""
+        self.say(
+            f"[{self.done}/{self.total}] {result.submission_id}: {result.score:g}/"
+            f"{result.max_score:g} in {took:.0f} s ({elapsed:.0f} s elapsed{eta})"
+        )
+
+
 _recorded_key = pytest.StashKey[bool]()
+_finished_key = pytest.StashKey[bool]()
+RESULT_PROPERTY = "lab5-grader.result"
+FINISHED_PROPERTY = "lab5-grader.finished"
+RUN_ID_KEY = "lab5_grader_run_id"
+WORKERS_KEY = "lab5_grader_workers"
 
 
 def _intake_id(item: pytest.Item) -> str | None:

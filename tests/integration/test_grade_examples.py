@@ -102,7 +102,7 @@ EXPECTED = {
 def graded(tmp_path_factory):
     report_dir = tmp_path_factory.mktemp("reports")
     done = run_grader(
-        "grade", "submissions", "reference", "--report-dir", str(report_dir),
+        "grade", "submissions", "reference", "-j", "2", "--report-dir", str(report_dir),
         timeout=3600,
     )  # fmt: skip
     results = json.loads((report_dir / "results.json").read_text())
@@ -263,3 +263,19 @@ def test_html_report_in_headless_chromium(graded, chromium, tmp_path):
     page = tmp_path / "page.png"
     chromium.save_screenshot(str(page))
     assert page.stat().st_size > 10_000
+
+
+def test_a_serial_run_agrees_with_the_parallel_one(graded, tmp_path):
+    done, _, parallel = graded
+    assert "created: 2/2 workers" in done.stdout  # the examples ran on two xdist workers
+    serial = run_grader(
+        "grade", "submissions", "reference", "-j", "1", "--report-dir", str(tmp_path), timeout=3600
+    )
+    assert serial.returncode == 0
+    assert "workers" not in serial.stdout
+    results = json.loads((tmp_path / "results.json").read_text())["submissions"]
+    for sid, expected in parallel["submissions"].items():
+        assert results[sid]["score"] == expected["score"]
+        assert {c: (r["status"], r["points"]) for c, r in results[sid]["checks"].items()} == {
+            c: (r["status"], r["points"]) for c, r in expected["checks"].items()
+        }
