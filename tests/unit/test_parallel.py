@@ -22,3 +22,26 @@ def test_limits_are_cut_so_that_workers_fit_the_host():
     eight = share_host(offline, {"NCPU": 2, "MemTotal": 8 * (1 << 30)}, 8)
     assert (eight.limits.cpus, eight.limits.memory_mb) == (0.5, 819)
     assert eight.limits.train_seconds == offline.limits.train_seconds
+
+
+def test_progress_lines():
+    from types import SimpleNamespace
+
+    from grader.progress import Progress
+    from grader.results import CheckResult, SubmissionResult
+
+    lines = []
+    progress = Progress(lines.append)
+    progress.total = 2
+    gateway = SimpleNamespace(id="gw1")
+    report = SimpleNamespace(
+        nodeid="test_train.py::test_build[alice]", node=SimpleNamespace(gateway=gateway)
+    )
+    progress.seen(report)
+    progress.seen(report)  # once per submission
+    result = SubmissionResult("alice", "/a", "/r/a")
+    result.checks["train.build"] = CheckResult("train.build", "Builds", "passed", 10, 10)
+    progress.finished(result)
+    assert lines[0] == "grading alice on gw1"
+    assert lines[1].startswith("[1/2] alice: 10/10 in 0 s (0 s elapsed, about 0 s left")
+    assert len(lines) == 2
