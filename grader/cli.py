@@ -158,7 +158,12 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _jobs(requested: str, paths: list[str]) -> int:
-    """How many submissions to grade at once: N, or auto (cores, and 3 GiB of memory each)."""
+    """How many submissions to grade at once: N, or auto.
+
+    auto is one more than the cores (much of grading waits on server start-ups and on image
+    builds in the engine, measured: 8 submissions on 2 cores took 118 s with 3 workers and
+    152 s with 2), with 3 GiB of memory for each, and never more than there are submissions.
+    """
     try:
         submissions = len(discover([Path(p) for p in paths]))
     except GraderError:
@@ -169,7 +174,7 @@ def _jobs(requested: str, paths: list[str]) -> int:
         return min(int(requested), max(1, submissions))
     cores = os.cpu_count() or 1
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return max(1, min(cores, int(memory_gib // 3), submissions))
+    return max(1, min(cores + 1, int(memory_gib // 3), submissions))
 
 
 def _check_fail_under(args: argparse.Namespace) -> int:
