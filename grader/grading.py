@@ -202,7 +202,7 @@ class Grader:
 
     def scratch(self, submission: Submission, name: str) -> Path:
         """A per-run working folder on the host, removed when the submission is finished."""
-        return self.settings.home / "runs" / self.run_id / submission.slug / name
+        return self.settings.run_dir(self.run_id) / submission.slug / name
 
     def _train(self, submission: Submission, image: str) -> TrainingRun:
         artifacts = self.artifacts(submission)
@@ -344,7 +344,7 @@ class Grader:
         images = not self.keep_images
         if whole_run:
             remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=images)
-            shutil.rmtree(self.settings.home / "runs" / self.run_id, ignore_errors=True)
+            shutil.rmtree(self.settings.run_dir(self.run_id), ignore_errors=True)
             return
         for submission_id in self._touched:
             labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission_id}

@@ -190,6 +190,13 @@ class SubmissionGrading:
         if problem:
             fail_check(problem)
 
+    def fail_unless_built(self, build: ImageBuild, what: str) -> None:
+        """The build check's verdict: the builder's error and the end of its log."""
+        __tracebackhide__ = True
+        if not build.ok:
+            log = self.log(build.build.log_path) if build.build else ""
+            fail_check(f"the {what} image did not build: {build.error}", log)
+
     def _record_build(self, build: ImageBuild, role: str) -> ImageBuild:
         for base in build.base_images:
             if base.standin:

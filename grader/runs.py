@@ -24,7 +24,7 @@ class RunLock:
     """Marks a run as alive while held."""
 
     def __init__(self, settings: Settings, run_id: str) -> None:
-        self.folder = settings.home / "runs" / run_id
+        self.folder = settings.run_dir(run_id)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._handle: IO[str] | None = open(self.folder / LOCK_NAME, "w")  # noqa: SIM115
         fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -36,7 +36,7 @@ class RunLock:
 
 
 def is_alive(settings: Settings, run_id: str) -> bool:
-    lock = settings.home / "runs" / run_id / LOCK_NAME
+    lock = settings.run_dir(run_id) / LOCK_NAME
     if not lock.is_file():
         return False
     with open(lock) as handle:
@@ -50,7 +50,7 @@ def is_alive(settings: Settings, run_id: str) -> bool:
 
 def reap_dead_runs(client: docker.DockerClient, settings: Settings) -> list[str]:
     """Remove the containers, images and folders of every run that is no longer alive."""
-    runs_dir = settings.home / "runs"
+    runs_dir = settings.runs_dir
     run_ids = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
         run_ids.add(container.labels.get(RUN_LABEL, ""))

@@ -45,5 +45,13 @@ class Settings:
         return self.home / "build"
 
     @property
+    def runs_dir(self) -> Path:
+        """One folder per grading run: its lock and scratch space."""
+        return self.home / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    @property
     def locks_dir(self) -> Path:
         return self.home / "locks"

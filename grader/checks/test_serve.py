@@ -21,10 +21,7 @@ def test_dockerfile(grading: SubmissionGrading) -> None:
 
 @check("serve.build")
 def test_build(grading: SubmissionGrading) -> None:
-    build = grading.serving_build()
-    if not build.ok:
-        log = grading.log(build.build.log_path) if build.build else ""
-        fail_check(f"the inference image did not build: {build.error}", log)
+    grading.fail_unless_built(grading.serving_build(), "inference")
 
 
 @check("serve.ping")

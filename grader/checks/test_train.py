@@ -13,10 +13,7 @@ def test_dockerfile(grading: SubmissionGrading) -> None:
 
 @check("train.build")
 def test_build(grading: SubmissionGrading) -> None:
-    build = grading.training_build()
-    if not build.ok:
-        log = grading.log(build.build.log_path) if build.build else ""
-        fail_check(f"the training image did not build: {build.error}", log)
+    grading.fail_unless_built(grading.training_build(), "training")
 
 
 @check("train.run")
