@@ -5,9 +5,10 @@
 Eight generated submissions (five good variants of the reference; a server bound to 127.0.0.1,
 a training that crashes, an image that does not build) are graded by the harness with `-j auto`,
 with `-j 1`, by `naive_grade.sh` (serial docker build / run / curl with fixed waits), and once
-more by the harness from its stored results. For each it prints the wall time and the CPU
-seconds all containers used (the engine's cgroup accounting), the lower bound that CPU time
-implies on this host (CPU seconds / cores), and the ratios.
+more by the harness from its stored results. For each it prints the wall time, the CPU seconds
+all containers used (the engine's cgroup accounting), the lower bound that implies on this host
+(container CPU seconds / cores) and the wall time's ratio to it; and, to show where the rest of
+the time goes, the CPU seconds the whole host was busy (containers, the engine, the harness).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def container_cpu_seconds() -> float:
                 return int(usage["usage_usec"]) / 1e6
             return int(text) / 1e9
     raise SystemExit("no cgroup CPU accounting for Docker containers found on this host")
+
+
+def host_busy_seconds() -> float:
+    """CPU time the whole host has been busy since boot (all but idle and I/O wait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def make_submissions(folder: Path) -> None:
@@ -91,12 +98,13 @@ def hidden_pngs(folder: Path) -> Path:
     return folder
 
 
-def timed(command: list[str], log: Path) -> tuple[float, float]:
-    """Wall seconds and container CPU seconds of a command."""
-    cpu, started = container_cpu_seconds(), time.monotonic()
+def timed(command: list[str], log: Path) -> tuple[float, float, float]:
+    """Wall seconds, container CPU seconds and host CPU seconds of a command."""
+    cpu, host, started = container_cpu_seconds(), host_busy_seconds(), time.monotonic()
     with open(log, "w") as output:
         subprocess.run(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, check=False)
-    return time.monotonic() - started, container_cpu_seconds() - cpu
+    wall = time.monotonic() - started
+    return wall, container_cpu_seconds() - cpu, host_busy_seconds() - host
 
 
 def main() -> None:
@@ -109,7 +117,7 @@ def main() -> None:
     make_submissions(submissions)
     hidden = hidden_pngs(work / "hidden")
     data = Settings.from_env().datasets_dir / "offline" / "visible"
-    grader = [sys.executable, "-m", "grader", "grade", str(submissions)]
+    grader = [sys.executable, "-m", "grader", "grade", str(submissions), "--progress", "lines"]
     naive = [
         "bash", str(ROOT / "bench" / "naive_grade.sh"),
         str(submissions), str(data), str(hidden), str(work / "naive"),
@@ -125,11 +133,19 @@ def main() -> None:
         print(f"running: {name} ...", flush=True)
         figures[name] = timed(command, work / f"{name.split()[0]}-{len(figures)}.log")
     print(f"\n8 submissions, {cores} cores\n")
-    print(f"{'run':<26}{'wall s':>9}{'CPU s':>9}{'CPU s/cores':>13}{'wall/bound':>12}")
-    for name, (wall, cpu) in figures.items():
-        bound = cpu / cores
+    print(
+        f"{'run':<26}{'wall s':>8}{'containers':>12}{'bound':>8}{'wall/bound':>12}"
+        f"{'host CPU s':>12}{'wall/host bound':>17}"
+    )
+    print(f"{'':<26}{'':>8}{'CPU s':>12}{'s':>8}{'':>12}{'':>12}{'':>17}")
+    for name, (wall, cpu, host) in figures.items():
+        bound, host_bound = cpu / cores, host / cores
         ratio = f"{wall / bound:.2f}x" if bound > 1 else "-"
-        print(f"{name:<26}{wall:>9.1f}{cpu:>9.1f}{bound:>13.1f}{ratio:>12}")
+        host_ratio = f"{wall / host_bound:.2f}x" if host_bound > 1 else "-"
+        print(
+            f"{name:<26}{wall:>8.1f}{cpu:>12.1f}{bound:>8.1f}{ratio:>12}"
+            f"{host:>12.1f}{host_ratio:>17}"
+        )
     harness = figures["harness -j auto"][0]
     print()
     print(f"naive script / harness -j auto:     {figures['naive serial script'][0] / harness:.2f}x")

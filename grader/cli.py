@@ -15,6 +15,7 @@ from grader import __version__
 from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
 from grader.engine import ensure_engine
 from grader.errors import DatasetError, GraderError
+from grader.progress import TerminalBoard
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
 from grader.standins import ensure_base_image, ensure_torchserve_image
@@ -77,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--keep-images", action="store_true",
         help="keep each submission's images after grading (default: remove them)",
+    )  # fmt: skip
+    grade.add_argument(
+        "--progress", choices=("auto", "board", "lines"), default="auto",
+        help="board: a live board per worker; lines: one line per event, as in CI logs "
+        "(default auto: board on a terminal)",
     )  # fmt: skip
     grade.add_argument(
         "--fail-under", type=float, default=None, metavar="SCORE",
@@ -149,12 +155,27 @@ def _grade(args: argparse.Namespace) -> int:
                                           ("--keep-images", args.keep_images)) if on]  # fmt: skip
     for path in args.paths:
         pytest_args += ["--submissions", path]
-    code = pytest.main(pytest_args + args.pytest_args)
+    board, stdout = None, sys.stdout
+    if args.progress == "board" or (args.progress == "auto" and _is_terminal(sys.stdout)):
+        board = TerminalBoard(sys.stdout)
+    try:
+        if board is not None:
+            sys.stdout = board  # type: ignore[assignment]  # the board draws under all output
+        code = pytest.main(pytest_args + args.pytest_args, plugins=[board] if board else [])
+    finally:
+        if board is not None:
+            sys.stdout = stdout
+            board.close()
     if code in GRADING_RAN:
         return 0 if args.fail_under is None else _check_fail_under(args)
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM", "dumb") != "dumb"
 
 
 def _jobs(requested: str, paths: list[str]) -> int:

@@ -55,6 +55,11 @@ class ResourceLimits:
     memory_mb: int
     pids: int
     wall_seconds: float
+    threads: int | None = None  # OMP_NUM_THREADS; None: the CPUs rounded up
+
+    @property
+    def compute_threads(self) -> int:
+        return self.threads or max(1, math.ceil(self.cpus))
 
 
 @dataclass(frozen=True)
@@ -184,11 +189,10 @@ def run_to_exit(
     The container is removed afterwards; its output is kept (head and tail) in `log_path`.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    threads = max(1, math.ceil(limits.cpus))
     container = client.containers.create(
         image,
         command=list(command) if command else None,
-        environment={"OMP_NUM_THREADS": str(threads), **environment},
+        environment={"OMP_NUM_THREADS": str(limits.compute_threads), **environment},
         mounts=list(mounts),
         network_mode="none",
         nano_cpus=int(limits.cpus * 1e9),
@@ -267,6 +271,7 @@ def start_server(
         image,
         detach=True,
         ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+        environment={"OMP_NUM_THREADS": str(limits.compute_threads)},
         nano_cpus=int(limits.cpus * 1e9),
         mem_limit=f"{limits.memory_mb}m",
         memswap_limit=f"{limits.memory_mb}m",

@@ -26,9 +26,16 @@ from grader.dataset import Dataset, load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
 from grader.errors import DockerfileError, GraderError, ManifestError
-from grader.grading import Grader, ImageBuild, TrainingRun, new_run_id, share_host
+from grader.grading import (
+    Grader,
+    ImageBuild,
+    TrainingRun,
+    new_run_id,
+    share_host,
+    threads_per_container,
+)
 from grader.parallel import SubmissionScheduling
-from grader.progress import Progress
+from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
 from grader.results import (
     CheckResult,
@@ -346,10 +353,12 @@ class GradingSession:
         gpus = self.gpus
         if gpus == "auto":
             gpus = "all" if "nvidia" in (client.info().get("Runtimes") or {}) else "none"
+        engine_info = client.info()
         self._grader = Grader(
             client=client,
             settings=self.settings,
-            profile=share_host(self.profile, client.info(), self.workers),
+            profile=share_host(self.profile, engine_info, self.workers),
+            threads=threads_per_container(self.profile, engine_info, self.workers),
             dataset=dataset,
             artifacts_root=self.report_dir / "artifacts",
             gpus=gpus,
@@ -513,6 +522,22 @@ class GradingSession:
         # The result travels with the report to the controlling process (itself, when serial).
         report.user_properties.append((RESULT_PROPERTY, json.dumps(submission_to_json(result))))
         return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
+        """On a terminal, the live board shows while the checks run."""
+        board = self.config.stash.get(BOARD_KEY, None) if self.controls else None
+        if board is not None:
+            board.show(self._progress.board)
+        try:
+            return (yield)
+        finally:
+            if board is not None:
+                board.hide()
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.controls:
+            self._progress.check_started(nodeid)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """In the controlling process: take results in and write the reports."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from grader.grading import share_host
+from grader.containers import ResourceLimits
+from grader.grading import share_host, threads_per_container
 from grader.parallel import submission_of_nodeid
 from grader.rubric import load_rubric
 
@@ -16,32 +17,24 @@ def test_the_submission_is_the_scheduling_scope():
 def test_limits_are_cut_so_that_workers_fit_the_host():
     offline = load_rubric().profile("offline")  # 2 CPUs, 4096 MB per container
     host = {"NCPU": 2, "MemTotal": 24 * (1 << 30)}
-    assert share_host(offline, host, 1) is offline
+    alone = share_host(offline, host, 1)
+    assert (alone.limits.cpus, alone.limits.memory_mb) == (2, 4096)
+    assert threads_per_container(offline, host, 1) is None
     two = share_host(offline, host, 2)
-    assert (two.limits.cpus, two.limits.memory_mb) == (1.0, 4096)
-    eight = share_host(offline, {"NCPU": 2, "MemTotal": 8 * (1 << 30)}, 8)
-    assert (eight.limits.cpus, eight.limits.memory_mb) == (0.5, 819)
+    assert (two.limits.cpus, two.limits.memory_mb) == (2, 4096)
+    assert threads_per_container(offline, host, 2) == 1
+    small_host = {"NCPU": 2, "MemTotal": 8 * (1 << 30)}
+    eight = share_host(offline, small_host, 8)
+    assert (eight.limits.cpus, eight.limits.memory_mb) == (2, 819)
+    assert threads_per_container(offline, small_host, 8) == 1
     assert eight.limits.train_seconds == offline.limits.train_seconds
+    big_host = {"NCPU": 64, "MemTotal": 256 * (1 << 30)}
+    assert threads_per_container(offline, big_host, 8) == 2  # the profile's ceiling holds
+    one_core = share_host(offline, {"NCPU": 1, "MemTotal": 8 * (1 << 30)}, 1)
+    assert one_core.limits.cpus == 1  # never more than the host has
 
 
-def test_progress_lines():
-    from types import SimpleNamespace
-
-    from grader.progress import Progress
-    from grader.results import CheckResult, SubmissionResult
-
-    lines = []
-    progress = Progress(lines.append)
-    progress.total = 2
-    gateway = SimpleNamespace(id="gw1")
-    report = SimpleNamespace(
-        nodeid="test_train.py::test_build[alice]", node=SimpleNamespace(gateway=gateway)
-    )
-    progress.seen(report)
-    progress.seen(report)  # once per submission
-    result = SubmissionResult("alice", "/a", "/r/a")
-    result.checks["train.build"] = CheckResult("train.build", "Builds", "passed", 10, 10)
-    progress.finished(result)
-    assert lines[0] == "grading alice on gw1"
-    assert lines[1].startswith("[1/2] alice: 10/10 in 0 s (0 s elapsed, about 0 s left")
-    assert len(lines) == 2
+def test_containers_get_the_threads_of_their_share():
+    assert ResourceLimits(cpus=1.5, memory_mb=512, pids=64, wall_seconds=1).compute_threads == 2
+    shared = ResourceLimits(cpus=2, memory_mb=512, pids=64, wall_seconds=1, threads=1)
+    assert shared.compute_threads == 1
