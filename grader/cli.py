@@ -15,11 +15,13 @@ from grader import __version__
 from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
 from grader.engine import ensure_engine
 from grader.errors import DatasetError, GraderError
+from grader.hints import LANGUAGES, WORDS, check_table, default_language
 from grader.progress import TerminalBoard
+from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
-from grader.standins import ensure_base_image, ensure_torchserve_image
-from grader.submission import discover
+from grader.standins import ensure_alpine_image, ensure_base_image, ensure_torchserve_image
+from grader.submission import discover, is_submission_dir, slugify
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_HARNESS_FAILED = 2
@@ -64,31 +66,48 @@ def _parser() -> argparse.ArgumentParser:
         help="submission folders or folders of submissions (default: submissions)",
     )  # fmt: skip
     grade.add_argument("--report-dir", default="reports", help="default: reports")
-    grade.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
-    grade.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
-    grade.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
+    _grading_options(grade)
     grade.add_argument(
         "-j", "--jobs", default="auto", metavar="N",
         help="submissions graded at once (default auto: from the host's cores and memory)",
-    )  # fmt: skip
-    grade.add_argument(
-        "--force", action="store_true",
-        help="grade again even submissions whose stored results are still valid",
-    )  # fmt: skip
-    grade.add_argument(
-        "--keep-images", action="store_true",
-        help="keep each submission's images after grading (default: remove them)",
-    )  # fmt: skip
-    grade.add_argument(
-        "--progress", choices=("auto", "board", "lines"), default="auto",
-        help="board: a live board per worker; lines: one line per event, as in CI logs "
-        "(default auto: board on a terminal)",
     )  # fmt: skip
     grade.add_argument(
         "--fail-under", type=float, default=None, metavar="SCORE",
         help="exit 1 when any graded submission scores below SCORE (for a student's own CI)",
     )  # fmt: skip
     grade.set_defaults(run=_grade)
+
+    check = commands.add_parser(
+        "check",
+        help="check one submission before handing it in: the TA's checks, with hints",
+        description="Grade one submission with the same checks and rubric as `grader grade`, "
+        "then show a table and a hint for every failed check.",
+    )
+    check.add_argument(
+        "path", nargs="?", default=".", metavar="PATH",
+        help="the submission folder (default: the current folder)",
+    )  # fmt: skip
+    check.add_argument(
+        "--report-dir", default=None,
+        help="where reports and logs go (default: a folder per submission under the grader's "
+        "home, printed at the end)",
+    )  # fmt: skip
+    check.add_argument(
+        "--lang", choices=LANGUAGES, default=None,
+        help="language of the hints: en or zh (default: from the locale)",
+    )  # fmt: skip
+    _grading_options(check)
+    check.set_defaults(run=_check)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="is this machine ready to grade? engine, disk, GPU, images, dataset, alpine",
+        description="One line per item with ok or FAIL and a fix; exit 1 when grading cannot "
+        "run here.",
+    )
+    doctor.add_argument("--profile", default="offline", help="check this profile's dataset")
+    doctor.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
+    doctor.set_defaults(run=_doctor)
 
     setup = commands.add_parser(
         "setup", help="prepare this host: Docker engine, dataset, offline base image"
@@ -114,6 +133,31 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--force", action="store_true", help="prepare it again even if valid")
     data.set_defaults(run=_data)
     return parser
+
+
+def _grading_options(command: argparse.ArgumentParser) -> None:
+    """Options `grade` and `check` share."""
+    command.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
+    command.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
+    command.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
+    command.add_argument(
+        "--force", action="store_true",
+        help="grade again even submissions whose stored results are still valid",
+    )  # fmt: skip
+    command.add_argument(
+        "--keep-images", action="store_true",
+        help="keep each submission's images after grading (default: remove them)",
+    )  # fmt: skip
+    command.add_argument(
+        "--image-cache-gb", type=float, default=20.0, metavar="GB",
+        help="with --keep-images: remove images kept by earlier runs, oldest first, while all "
+        "kept images take more than GB (default 20)",
+    )  # fmt: skip
+    command.add_argument(
+        "--progress", choices=("auto", "board", "lines"), default="auto",
+        help="board: a live board per worker; lines: one line per event, as in CI logs "
+        "(default auto: board on a terminal)",
+    )  # fmt: skip
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -153,6 +197,7 @@ def _grade(args: argparse.Namespace) -> int:
         pytest_args += ["-n", str(jobs)]
     pytest_args += [flag for flag, on in (("--force", args.force),
                                           ("--keep-images", args.keep_images)) if on]  # fmt: skip
+    pytest_args += ["--image-cache-gb", str(args.image_cache_gb)]
     for path in args.paths:
         pytest_args += ["--submissions", path]
     board, stdout = None, sys.stdout
@@ -171,6 +216,51 @@ def _grade(args: argparse.Namespace) -> int:
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from grader.doctor import examine, format_finding
+
+    profile = load_rubric(Path(args.rubric) if args.rubric else DEFAULT_RUBRIC).profile(
+        args.profile
+    )
+    failed = 0
+    for finding in examine(Settings.from_env(), profile, say):
+        failed += finding.status == "fail"
+        for line in format_finding(finding):
+            print(line, flush=True)
+    if failed:
+        print(f"grader doctor: {failed} problem{'s' * (failed > 1)} to fix before grading here")
+        return EXIT_BELOW_THRESHOLD
+    print("grader doctor: this machine can grade")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Grade one submission as `grade` would, then a table and hints a student can act on."""
+    path = Path(args.path).resolve()
+    if not is_submission_dir(path):
+        raise GraderError(
+            f"{path} is not a submission folder (it has no submission.toml, train/ or serve/); "
+            "run `grader check` inside your submission, or give its path"
+        )
+    language = args.lang or default_language()
+    if args.report_dir is None:
+        args.report_dir = str(Settings.from_env().home / "check" / slugify(path.name))
+    args.paths, args.jobs, args.fail_under = [str(path)], "1", None
+    code = _grade(args)
+    results_file = Path(args.report_dir) / "results.json"
+    if code != 0 or not results_file.is_file():
+        return code
+    graded = json.loads(results_file.read_text())["submissions"]
+    if len(graded) != 1:
+        return EXIT_HARNESS_FAILED
+    result = submission_from_json(next(iter(graded.values())))
+    for line in check_table(result, language):
+        print(line)
+    print(f"\n{WORDS[language]['reports']}: {args.report_dir}")
+    passed = all(check.status == "passed" for check in result.checks.values())
+    return 0 if passed else EXIT_BELOW_THRESHOLD
 
 
 def _is_terminal(stream: object) -> bool:
@@ -235,7 +325,8 @@ def _setup(args: argparse.Namespace) -> int:
     _ensure_dataset(settings, args.profile, args.mnist_dir, force=False)
     if not args.no_standins:
         for image in (ensure_base_image(client, settings, say),
-                      ensure_torchserve_image(client, settings, say)):  # fmt: skip
+                      ensure_torchserve_image(client, settings, say),
+                      ensure_alpine_image(client, settings, say)):  # fmt: skip
             say(f"offline base image ready: {image.tags[0] if image.tags else image.short_id}")
     say(f"set-up done in {time.monotonic() - started:.1f} s (state in {settings.home})")
     return 0

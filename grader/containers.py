@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,9 @@ ROLE_LABEL = f"{LABEL_PREFIX}role"
 # and the end of a log (final accuracy, last error) matters most.
 LOG_HEAD_BYTES = 1 << 20
 LOG_TAIL_BYTES = 4 << 20
+
+
+STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)  # classic builder's step ids
 
 
 def grader_labels(run_id: str, submission: str, role: str) -> dict[str, str]:
@@ -108,7 +112,10 @@ def build_image(
     started = time.monotonic()
     error: str | None = None
     image_id: str | None = None
+    step_images: list[str] = []  # the FROM image, then one per finished step
     with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        files, size = context_size(context, dockerfile)
+        log.write(f"build context: {files:,} file{'s' * (files != 1)}, {size / 1e6:.1f} MB\n")
         try:
             watchdog.start()
             stream = api.build(
@@ -126,6 +133,7 @@ def build_image(
             for chunk in stream:
                 if "stream" in chunk:
                     log.write(chunk["stream"])
+                    step_images += STEP_IMAGE.findall(chunk["stream"])
                 elif "error" in chunk:
                     error = str(chunk["error"]).strip()
                     log.write(f"ERROR: {error}\n")
@@ -157,7 +165,36 @@ def build_image(
     ok = error is None and image_id is not None
     if error is None and image_id is None:
         error = "the engine reported no image (see the build log)"
+    if not ok and len(step_images) > 1 and step_images[-1] != step_images[0]:
+        _remove_partial_build(client, step_images[-1])
     return BuildResult(tag, ok, log_path, duration, None if ok else error, timed_out)
+
+
+def context_size(context: Path, dockerfile: Path) -> tuple[int, int]:
+    """Files and bytes of a build context as the engine receives it (.dockerignore applied)."""
+    ignore = context / ".dockerignore"
+    patterns = []
+    if ignore.is_file():
+        lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
+        patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    name = str(dockerfile.relative_to(context)) if dockerfile.is_relative_to(context) else None
+    files = size = 0
+    for relative in docker.utils.exclude_paths(str(context), patterns, dockerfile=name):
+        path = context / relative
+        if path.is_file() and not path.is_symlink():
+            files += 1
+            size += path.stat().st_size
+    return files, size
+
+
+def _remove_partial_build(client: docker.DockerClient, last_step: str) -> None:
+    """Remove the untagged step images a failed build left (the classic builder keeps them as
+    cache, and nothing else would ever remove them). Removing the last one removes its untagged
+    parents too; an image another image still builds on is left alone (the engine refuses)."""
+    with contextlib.suppress(docker.errors.APIError):
+        image = client.images.get(last_step)
+        if not image.tags:
+            client.images.remove(image.id)
 
 
 def device_requests(gpus: str) -> list[docker.types.DeviceRequest]:

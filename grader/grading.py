@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import docker
 import docker.types
@@ -35,7 +36,9 @@ from grader.containers import (
 from grader.dataset import Dataset
 from grader.dockerfile import read_dockerfile
 from grader.errors import BaseImageUnavailable, DockerfileError
+from grader.labsteps import ALPINE, StepResult, interactive_session, run_listing
 from grader.rubric import Profile
+from grader.runs import keep_images_of, prune_kept_images
 from grader.serving import (
     INFERENCE_PORT,
     MANAGEMENT_PORT,
@@ -58,6 +61,9 @@ OUTPUT_MOUNT = "/output"
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+LAB_STEPS = "lab-steps"  # the submission label of containers that serve every submission
 
 
 def share_host(profile: Profile, engine_info: dict[str, object], workers: int) -> Profile:
@@ -140,6 +146,7 @@ class Grader:
     run_id: str = field(default_factory=new_run_id)
     say: Say = print
     keep_images: bool = False
+    image_cache_bytes: int = 20 * 10**9  # what kept images may take (see prune_kept_images)
     threads: int | None = None  # compute threads per container (None: the CPU limit's)
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
@@ -147,6 +154,7 @@ class Grader:
     _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _base_images: BaseImageProvider | None = None
     _touched: set[str] = field(default_factory=set)  # submissions this grader worked on
+    _alpine_steps: dict[str, StepResult] = field(default_factory=dict)
 
     def artifacts(self, submission: Submission) -> Path:
         self._touched.add(submission.id)
@@ -342,6 +350,23 @@ class Grader:
             )
         return self._waits[key]
 
+    def alpine_step(self, step: Literal["run", "interactive"]) -> StepResult:
+        """Lab step 1 on this host, done once per grader: every submission shares the answer."""
+        if step not in self._alpine_steps:
+            labels = grader_labels(self.run_id, LAB_STEPS, "alpine")
+            try:
+                self.base_images.ensure(ALPINE)
+            except BaseImageUnavailable as error:
+                result = StepResult(False, f"{error}; run `grader setup` to build the stand-in")
+            else:
+                if step == "run":
+                    result = run_listing(self.client, ALPINE, labels)
+                else:
+                    result = interactive_session(ALPINE, labels)
+                remove_labelled(self.client, labels, images=False)
+            self._alpine_steps[step] = result
+        return self._alpine_steps[step]
+
     def finish(self, submission: Submission) -> None:
         """Stop the submission's server (keeping its log) and remove its containers and images."""
         server = self._servers.pop(submission.id, None)
@@ -363,6 +388,16 @@ class Grader:
         if whole_run:
             remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=images)
             shutil.rmtree(self.settings.run_dir(self.run_id), ignore_errors=True)
+            if self.keep_images:
+                keep_images_of(self.settings, self.run_id)
+                removed = prune_kept_images(
+                    self.client, self.settings, self.image_cache_bytes, self.run_id
+                )
+                if removed:
+                    self.say(
+                        f"removed {len(removed)} image(s) kept by earlier runs, to stay within "
+                        f"{self.image_cache_bytes / 1e9:g} GB"
+                    )
             return
         for submission_id in self._touched:
             labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission_id}

@@ -97,6 +97,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep each submission's images after grading (default: remove them)",
     )
     group.addoption(
+        "--image-cache-gb",
+        type=float,
+        default=20.0,
+        help="with --keep-images: images kept by earlier runs are removed, oldest first, while "
+        "all kept images take more than this (default 20)",
+    )
+    group.addoption(
         "--gpus",
         default="auto",
         help="GPUs for containers: auto (when the engine has the NVIDIA runtime), none, all, ids",
@@ -364,6 +371,7 @@ class GradingSession:
             gpus=gpus,
             say=self._say,
             keep_images=self.keep_images,
+            image_cache_bytes=int(float(self.config.getoption("image_cache_gb")) * 1e9),
             run_id=self.run_id,
         )
         self.report = GradingReport(

@@ -18,6 +18,8 @@ from grader.errors import RubricError
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
 
 KNOWN_CHECKS = (
+    "env.alpine_run",
+    "env.alpine_interactive",
     "train.dockerfile",
     "train.build",
     "train.run",

@@ -2,13 +2,16 @@
 
 A run holds an exclusive lock on `<home>/runs/<run-id>/.lock` for as long as its process lives;
 the kernel releases it however the process ends (SIGINT, SIGTERM, SIGKILL). A run whose lock can
-be taken is dead: its containers and images (found by label) and its folder are removed.
+be taken is dead: its containers and images (found by label) and its folder are removed, except
+the images of a run that ended with `--keep-images`: those stay until `prune_kept_images` bounds
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 from typing import IO
 
@@ -60,8 +63,52 @@ def reap_dead_runs(client: docker.DockerClient, settings: Settings) -> list[str]
     for run_id in sorted(run_ids - {""}):
         if is_alive(settings, run_id):
             continue
+        kept = (settings.kept_images_dir / run_id).is_file()
         with contextlib.suppress(docker.errors.APIError):
-            remove_labelled(client, {RUN_LABEL: run_id})
+            remove_labelled(client, {RUN_LABEL: run_id}, images=not kept)
         shutil.rmtree(runs_dir / run_id, ignore_errors=True)
         reaped.append(run_id)
     return reaped
+
+
+def keep_images_of(settings: Settings, run_id: str) -> None:
+    """Mark a run's images as kept on purpose: reaping leaves them to `prune_kept_images`."""
+    settings.kept_images_dir.mkdir(parents=True, exist_ok=True)
+    (settings.kept_images_dir / run_id).touch()
+
+
+def prune_kept_images(
+    client: docker.DockerClient, settings: Settings, budget_bytes: int, current_run: str
+) -> list[str]:
+    """Remove the oldest images kept by ended runs (marked by `keep_images_of`) until those left,
+    the current run's included, take at most `budget_bytes` of their own: layers shared with
+    other images, such as the base images, are not counted. Images of other runs are not
+    touched. Returns the tags removed.
+    """
+    marked = (
+        set(os.listdir(settings.kept_images_dir)) if settings.kept_images_dir.is_dir() else set()
+    )
+    own_size = {
+        image["Id"]: max(0, image.get("Size", 0) - max(0, image.get("SharedSize", 0)))
+        for image in client.df().get("Images") or []
+    }
+    kept = [
+        image
+        for image in client.images.list(filters={"label": RUN_LABEL})
+        if image.labels.get(RUN_LABEL) in marked | {current_run}
+    ]
+    kept.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    total, removed, left = 0, [], set()
+    for image in kept:
+        total += own_size.get(image.id, 0)
+        run_id = image.labels[RUN_LABEL]
+        if total > budget_bytes and run_id != current_run:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=True)
+                removed.extend(image.tags or [image.short_id])
+                total -= own_size.get(image.id, 0)
+                continue
+        left.add(run_id)
+    for run_id in marked - left:
+        (settings.kept_images_dir / run_id).unlink(missing_ok=True)
+    return removed

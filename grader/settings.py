@@ -49,6 +49,11 @@ class Settings:
         """One folder per grading run: its lock and scratch space."""
         return self.home / "runs"
 
+    @property
+    def kept_images_dir(self) -> Path:
+        """One empty file per ended run whose images were kept (`--keep-images`)."""
+        return self.home / "kept-images"
+
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 

@@ -67,8 +67,19 @@ TORCHSERVE_REQUIREMENTS = ["torchserve==0.12.0", "torch-model-archiver==0.12.0"]
 TORCHSERVE_EXTRAS = ["captum==0.7.0"]
 TORCHSERVE_RECIPE = Path(__file__).with_name("standin_torchserve")
 
+ALPINE_RECIPE_VERSION = "1"
+ALPINE_IMAGE = f"lab5-grader/alpine:r{ALPINE_RECIPE_VERSION}"
+# The lab's first steps only need a shell and the usual tools: Debian's static BusyBox, laid out
+# as Alpine's (every applet a link to /bin/busybox).
+ALPINE_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    'CMD ["/bin/sh"]',
+    f"LABEL {STANDIN_LABEL}=alpine {RECIPE_LABEL}={ALPINE_RECIPE_VERSION}",
+)
+
 DESCRIPTIONS = {
     "pytorch": f"Debian {SUITE} with torch 1.13 (CPU), torchvision 0.14, Pillow, NumPy",
+    "alpine": "Debian's static BusyBox laid out as Alpine (sh, ls and the other applets)",
     "torchserve": "the PyTorch stand-in plus TorchServe 0.12.0, torch-model-archiver, Captum and "
     "Java 17, laid out as the official image",
 }
@@ -91,11 +102,18 @@ class StandIn:
 def standin_family(reference: str) -> str | None:
     """Which stand-in can replace `reference`, or None when there is none."""
     repository = image_name(reference).repository
-    return {"pytorch/pytorch": "pytorch", "pytorch/torchserve": "torchserve"}.get(repository)
+    return {
+        "pytorch/pytorch": "pytorch",
+        "pytorch/torchserve": "torchserve",
+        "alpine": "alpine",
+        "library/alpine": "alpine",
+    }.get(repository)
 
 
 def current_recipe(family: str) -> str:
-    return TORCHSERVE_RECIPE_VERSION if family == "torchserve" else RECIPE_VERSION
+    return {"torchserve": TORCHSERVE_RECIPE_VERSION, "alpine": ALPINE_RECIPE_VERSION}.get(
+        family, RECIPE_VERSION
+    )
 
 
 def standin_of(image: docker.models.images.Image) -> StandIn | None:
@@ -116,6 +134,8 @@ def provide_standin(
         return None
     if family == "torchserve":
         image = ensure_torchserve_image(client, settings, say)
+    elif family == "alpine":
+        image = ensure_alpine_image(client, settings, say)
     else:
         image = ensure_base_image(client, settings, say)
     name = image_name(reference)
@@ -179,10 +199,63 @@ def ensure_base_image(
         rootfs = settings.build_dir / "rootfs"
         try:
             _debootstrap(rootfs, settings)
-            _import(client, rootfs, settings)
+            _import(client, rootfs, BASE_IMAGE, IMAGE_CHANGES)
         finally:
             shutil.rmtree(rootfs, ignore_errors=True)
         return client.images.get(BASE_IMAGE)
+
+
+def ensure_alpine_image(
+    client: docker.DockerClient, settings: Settings, say: Say
+) -> docker.models.images.Image:
+    """The alpine stand-in: Debian's busybox-static package unpacked into an empty image."""
+    with host_lock(settings, "standin-alpine"):
+        try:
+            return client.images.get(ALPINE_IMAGE)
+        except docker.errors.ImageNotFound:
+            pass
+        say(f"building the offline alpine stand-in {ALPINE_IMAGE} from Debian's busybox-static")
+        with tempfile.TemporaryDirectory(dir=_mkdir(settings.build_dir)) as work:
+            rootfs = Path(work) / "rootfs"
+            _unpack_busybox(Path(work), rootfs, settings)
+            _import(client, rootfs, ALPINE_IMAGE, ALPINE_CHANGES)
+        return client.images.get(ALPINE_IMAGE)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _unpack_busybox(work: Path, rootfs: Path, settings: Settings) -> None:
+    log_path = _mkdir(settings.logs_dir) / "alpine-standin.log"
+    with open(log_path, "w") as log:
+        done = subprocess.run(
+            ["apt-get", "download", "busybox-static"], cwd=work, stdout=log, stderr=log
+        )
+        packages = sorted(work.glob("busybox-static_*.deb"))
+        if done.returncode != 0 or not packages:
+            raise SetupError(
+                f"`apt-get download busybox-static` failed (exit {done.returncode}); see {log_path}"
+            )
+        unpacked = work / "package"
+        subprocess.run(["dpkg-deb", "-x", str(packages[0]), str(unpacked)], check=True)
+    busybox = unpacked / "bin" / "busybox"
+    for folder in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys",
+                   "dev", "home", "var", "mnt"):  # fmt: skip
+        _mkdir(rootfs / folder)
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    applets = subprocess.run(
+        [str(busybox), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:  # e.g. bin/ls, usr/bin/wc
+        link = rootfs / applet
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to("/bin/busybox")
+    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (rootfs / "etc" / "group").write_text("root:x:0:\n")
+    (rootfs / "tmp").chmod(0o1777)
 
 
 def debian_mirror() -> str:
@@ -236,12 +309,14 @@ def _debootstrap(rootfs: Path, settings: Settings) -> None:
         raise SetupError(f"debootstrap failed (exit {done.returncode}); see {log_path}")
 
 
-def _import(client: docker.DockerClient, rootfs: Path, settings: Settings) -> None:
-    repository, tag = BASE_IMAGE.rsplit(":", 1)
+def _import(
+    client: docker.DockerClient, rootfs: Path, image: str, changes: tuple[str, ...]
+) -> None:
+    repository, tag = image.rsplit(":", 1)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     try:
         client.api.import_image(
-            src=tar.stdout, repository=repository, tag=tag, changes=list(IMAGE_CHANGES)
+            src=tar.stdout, repository=repository, tag=tag, changes=list(changes)
         )
     finally:
         assert tar.stdout is not None

@@ -11,12 +11,16 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 
 from grader.engine import connect
+from grader.hints import LANGUAGES, hints_for
+from grader.results import submission_from_json
 from grader.submission import slugify
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration
 
 CHECKS = [
+    "env.alpine_run",
+    "env.alpine_interactive",
     "train.dockerfile",
     "train.build",
     "train.run",
@@ -55,7 +59,7 @@ EXPECTED = {
             "train.build": ("failed", "COPY failed: file not found in build context"),
             **{
                 check_id: ("skipped", "skipped: the training image did not build")
-                for check_id in CHECKS[2:5]
+                for check_id in CHECKS[4:7]
             },
             **NO_SERVING,
         },
@@ -98,6 +102,19 @@ EXPECTED = {
 }
 
 
+# The hints `grader check` gives each example (grader/hints.toml).
+HINTS = {
+    "reference": [],
+    "2023010001": [],
+    "broken-build": ["copy-missing"],
+    "under-trained": ["under-trained"],
+    "serve-localhost": ["server-loopback"],
+    "serve-token-auth": ["token-auth"],
+    "serve-wrong-name": ["model-name"],
+    "serve-bad-model": ["under-trained"],
+}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     report_dir = tmp_path_factory.mktemp("reports")
@@ -107,6 +124,14 @@ def graded(tmp_path_factory):
     )  # fmt: skip
     results = json.loads((report_dir / "results.json").read_text())
     return done, report_dir, results
+
+
+@pytest.mark.parametrize("submission_id", list(HINTS))
+def test_each_example_gets_its_hints_in_both_languages(graded, submission_id):
+    _, _, results = graded
+    result = submission_from_json(results["submissions"][submission_id])
+    for language in LANGUAGES:
+        assert [hint.id for hint in hints_for(result, language)] == HINTS[submission_id]
 
 
 def test_grading_exits_zero_whatever_the_scores(graded):
@@ -229,7 +254,7 @@ def test_gradebook_matches_the_scores(graded):
     good = next(row for row in rows if row["submission_id"] == "2023010001")
     assert good["student_name"] == "Zhang San"
     assert [good[check_id] for check_id in CHECKS] == [
-        "5", "10", "10", "10", "5", "5", "10", "10", "5", "10", "20",
+        "0", "0", "5", "10", "10", "10", "5", "5", "10", "10", "5", "10", "20",
     ]  # fmt: skip
 
 

@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from grader.hints import CATALOG, hints_for
+from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC
 from grader.standins import BASE_IMAGE
 from tests.cli import ROOT, run_grader
@@ -38,11 +40,34 @@ SUBMISSIONS = {
     "silent": {
         "train/Dockerfile": f"FROM {CUDA_BASE}\nCMD sh -c '{WRITE_MODEL}'\n",
     },
+    # Asks torchvision to download MNIST in a container without network.
+    "downloads": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n"
+        'CMD python -c "from torchvision import datasets; '
+        "datasets.MNIST('mnist', download=True)\"\n",
+    },
+    "model-elsewhere": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n"
+        "CMD sh -c 'echo Test accuracy: 97.5%; echo weights > /tmp/mnist_cnn.pt'\n",
+    },
+    "cuda-on-cpu": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n"
+        "CMD python -c 'import torch; torch.zeros(1).cuda()'\n",
+    },
+    # 110 MB of data next to the Dockerfile: sent to the engine with every build.
+    "huge-context": {
+        "train/Dockerfile": f"FROM {CUDA_BASE}\n"
+        f"CMD sh -c 'echo Test accuracy: 97.5%; {WRITE_MODEL}'\n",
+    },
     "inflated": {
         "train/Dockerfile": f"FROM {CUDA_BASE}\nCOPY model.pt /\n"
         "CMD sh -c 'echo Test set: Accuracy: 9990/10000; cp /model.pt $OUTPUT_DIR/mnist_cnn.pt'\n",
     },
 }
+
+CATALOG_TEXTS = {spec.id: spec.texts for spec in CATALOG}
+# Hints the bundled examples show (tests/integration/test_grade_examples.py).
+BUNDLED_EXAMPLE_HINTS = {"copy-missing", "server-loopback", "token-auth", "model-name"}
 
 SERVE_FILES = ("Dockerfile", "config.properties", "model.py", "handler.py", "digit_7.png")
 REFERENCE_SERVE = ROOT / "reference" / "serve"
@@ -131,6 +156,13 @@ EXPECTED = {
         "train.reported_accuracy": ("failed", "no accuracy found: write $OUTPUT_DIR/metrics.json"),
         "train.model_artifact": ("passed", ""),
     },
+    "downloads": {"train.run": ("failed", "training exited with code 1")},
+    "model-elsewhere": {
+        "train.run": ("passed", ""),
+        "train.model_artifact": ("failed", "training did not write mnist_cnn.pt to $OUTPUT_DIR"),
+    },
+    "cuda-on-cpu": {"train.run": ("failed", "training exited with code 1")},
+    "huge-context": {"train.build": ("passed", ""), "train.model_artifact": ("passed", "")},
 }
 
 
@@ -154,6 +186,8 @@ def graded(tmp_path_factory):
             (serve / name).write_bytes(text)
         shutil.copyfile(COMMITTED_MODEL, serve / "mnist_cnn.pt")
     shutil.copyfile(COMMITTED_MODEL, folder / "submissions" / "inflated" / "train" / "model.pt")
+    with open(folder / "submissions" / "huge-context" / "train" / "mnist-copy.bin", "wb") as big:
+        big.truncate(110 * 1000 * 1000)
     rubric = folder / "rubric.toml"
     rubric.write_text(
         DEFAULT_RUBRIC.read_text()
@@ -169,6 +203,41 @@ def graded(tmp_path_factory):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((report_dir / "results.json").read_text()), done.stdout, report_dir
+
+
+# The hints `grader check` gives for each (hints.toml), in every language.
+HINTS = {
+    "missing-base": ["base-image"],
+    "cpu-base": [],
+    "bad-manifest": [],
+    "too-slow": ["train-too-slow"],
+    "crashes": [],
+    "silent": ["accuracy-not-reported"],
+    "downloads": ["no-network"],
+    "model-elsewhere": ["model-not-in-output"],
+    "cuda-on-cpu": ["cuda-without-gpu"],
+    "huge-context": ["huge-context"],
+    "serve-exits": ["server-exits"],
+    "serve-load-fails": ["model-load-fails"],
+    "serve-bad-body": ["prediction-body"],
+    "inflated": ["under-trained"],
+}
+
+
+@pytest.mark.parametrize("submission_id", list(HINTS))
+def test_hints(graded, submission_id):
+    results, _, _ = graded
+    result = submission_from_json(results["submissions"][submission_id])
+    english, chinese = hints_for(result, "en"), hints_for(result, "zh")
+    assert [hint.id for hint in english] == HINTS[submission_id]
+    assert [hint.id for hint in chinese] == HINTS[submission_id]
+    for en, zh in zip(english, chinese, strict=True):
+        assert en.text == CATALOG_TEXTS[en.id]["en"] and zh.text == CATALOG_TEXTS[zh.id]["zh"]
+
+
+def test_every_hint_is_shown_by_some_submission():
+    shown = {hint for ids in HINTS.values() for hint in ids} | BUNDLED_EXAMPLE_HINTS
+    assert shown == set(CATALOG_TEXTS)
 
 
 @pytest.mark.parametrize("submission_id", list(EXPECTED))

@@ -11,6 +11,7 @@ import pytest
 from grader.containers import (
     LOG_HEAD_BYTES,
     LOG_TAIL_BYTES,
+    STEP_IMAGE,
     ResourceLimits,
     build_image,
     grader_labels,
@@ -171,3 +172,18 @@ def test_build_time_limit_cancels_the_build(client, labels, tmp_path):
     while {c.id for c in client.containers.list(all=True)} - before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not {c.id for c in client.containers.list(all=True)} - before
+
+
+def test_a_failed_build_leaves_no_step_images(client, labels, tmp_path):
+    marker = f"partial-{time.time_ns()}"  # a step no earlier build has cached
+    result = build(
+        client, labels, tmp_path, f"RUN echo {marker} > /a\nRUN echo {marker} > /b\nRUN exit 4",
+        "lab5-grader/test-build:partial",
+    )  # fmt: skip
+    assert not result.ok
+    steps = STEP_IMAGE.findall(result.log_path.read_text())
+    assert len(steps) == 3  # the base image, then the two finished steps
+    for step in steps[1:]:
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(step)
+    client.images.get(steps[0])  # the base image stays

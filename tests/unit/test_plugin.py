@@ -119,7 +119,8 @@ def test_rubric_show(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"grader: error: {bad}: checks.x: unknown check id; known ones are "
-        "train.dockerfile, train.build, train.run, train.reported_accuracy, "
+        "env.alpine_run, env.alpine_interactive, train.dockerfile, train.build, train.run, "
+        "train.reported_accuracy, "
         "train.model_artifact, serve.dockerfile, serve.build, serve.ping, serve.model_ready, "
         "serve.sample_prediction, serve.heldout_accuracy"
     )

@@ -1,0 +1,80 @@
+"""Images kept with `--keep-images` stay across runs, within a size budget, oldest removed first."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.containers import RUN_LABEL, build_image, grader_labels, remove_labelled
+from grader.engine import connect
+from grader.runs import keep_images_of, prune_kept_images, reap_dead_runs
+from grader.settings import Settings
+from grader.standins import BASE_IMAGE
+
+pytestmark = pytest.mark.integration
+
+RUNS = ("test-kept-old", "test-kept-newer", "test-kept-current", "test-not-kept")
+THREE_MB = "RUN head -c 3000000 /dev/urandom > /blob"
+
+
+@pytest.fixture
+def images(tmp_path: Path):
+    """One 3 MB image per run, built a second apart (oldest first)."""
+    client = connect()
+    tags = {}
+    for run_id in RUNS:
+        context = tmp_path / run_id
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\n{THREE_MB}\n")
+        tag = f"lab5-grader/test-kept:{run_id}"
+        result = build_image(
+            client, context=context, dockerfile=context / "Dockerfile", tag=tag,
+            labels=grader_labels(run_id, "kept", "test"), log_path=context / "build.log",
+            timeout_s=300,
+        )  # fmt: skip
+        assert result.ok, result.error
+        tags[run_id] = tag
+        time.sleep(1.1)
+    yield client, tags
+    for run_id in RUNS:
+        remove_labelled(client, {RUN_LABEL: run_id})
+
+
+def _tags(client) -> set[str]:
+    return {tag for image in client.images.list() for tag in image.tags}
+
+
+def test_oldest_kept_images_go_first_and_nothing_else_is_touched(images, tmp_path):
+    client, tags = images
+    settings = Settings(home=tmp_path / "home", docker_host=None, pull_timeout_s=1)
+    for run_id in ("test-kept-old", "test-kept-newer"):
+        keep_images_of(settings, run_id)
+    others = {image.id for image in client.images.list()} - {
+        client.images.get(tag).id for tag in tags.values()
+    }
+    # The current run's 3 MB and the newer run's 3 MB fit 7 MB; the old run's do not.
+    removed = prune_kept_images(client, settings, 7_000_000, "test-kept-current")
+    assert removed == [tags["test-kept-old"]]
+    assert not (settings.kept_images_dir / "test-kept-old").exists()  # nothing of it is left
+    assert {tags["test-kept-newer"], tags["test-kept-current"], tags["test-not-kept"]} <= (
+        _tags(client)
+    )
+    assert others <= {image.id for image in client.images.list()}
+    # The current run's images stay even over the budget; a run not marked kept is not touched.
+    assert prune_kept_images(client, settings, 0, "test-kept-current") == [tags["test-kept-newer"]]
+    assert {tags["test-kept-current"], tags["test-not-kept"]} <= _tags(client)
+
+
+def test_reaping_leaves_kept_images_and_removes_the_rest(images):
+    client, tags = images
+    settings = Settings.from_env()  # the host's: its live runs hold locks there and are spared
+    keep_images_of(settings, "test-kept-old")
+    try:
+        reaped = reap_dead_runs(client, settings)
+    finally:
+        (settings.kept_images_dir / "test-kept-old").unlink()
+    assert "test-kept-old" in reaped and "test-not-kept" in reaped
+    assert tags["test-kept-old"] in _tags(client)
+    assert tags["test-not-kept"] not in _tags(client)

@@ -1,0 +1,68 @@
+"""Lab step 1 for real: `docker run alpine ls /` and `docker run -it alpine sh` in a pty."""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.baseimages import BaseImageProvider
+from grader.containers import RUN_LABEL, build_image, remove_labelled
+from grader.engine import connect
+from grader.labsteps import ALPINE, interactive_session, run_listing
+from grader.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+LABELS = {RUN_LABEL: "test-lab-steps"}
+
+
+@pytest.fixture(scope="module")
+def client():
+    client = connect()
+    BaseImageProvider(client, Settings.from_env(), print).ensure(ALPINE)
+    yield client
+    remove_labelled(client, LABELS)
+
+
+@pytest.fixture(scope="module")
+def without(client, tmp_path_factory):
+    """An alpine image with some of its programs removed."""
+
+    def build(*paths: str) -> str:
+        context = tmp_path_factory.mktemp("alpine")
+        (context / "Dockerfile").write_text(f"FROM {ALPINE}\nRUN rm {' '.join(paths)}\n")
+        tag = f"lab5-grader/test-alpine:without-{len(paths)}-{paths[0].replace('/', '-')}"
+        result = build_image(
+            client, context=context, dockerfile=context / "Dockerfile", tag=tag, labels=LABELS,
+            log_path=context / "build.log", timeout_s=120,
+        )  # fmt: skip
+        assert result.ok, result.error
+        return tag
+
+    return build
+
+
+def test_alpine_lists_its_root_folder(client):
+    step = run_listing(client, ALPINE, LABELS)
+    assert step.ok, step.detail
+    assert {"bin", "etc", "proc", "tmp"} <= set(step.transcript.split())
+
+
+def test_an_interactive_shell_through_a_pseudo_terminal():
+    step = interactive_session(ALPINE, LABELS)
+    assert step.ok, step.detail + step.transcript
+    assert step.detail == "typed `ls /`, `tty` (/dev/pts/0) and `exit`"
+    assert "ls /" in step.transcript and "/dev/pts/0" in step.transcript
+
+
+def test_an_image_without_ls_fails_the_listing(client, without):
+    step = run_listing(client, without("/bin/ls"), LABELS)
+    assert not step.ok
+    assert step.detail.startswith("running `ls /` in lab5-grader/test-alpine:without-1")
+    assert "failed:" in step.detail
+
+
+def test_an_image_without_a_shell_fails_the_session(without):
+    step = interactive_session(without("/bin/sh"), LABELS, timeout_s=20)
+    assert not step.ok
+    assert step.detail == "no shell prompt appeared"
+    assert "executable file not found" in step.transcript or "not found" in step.transcript
