@@ -190,36 +190,45 @@ def ensure_base_image(
     client: docker.DockerClient, settings: Settings, say: Say
 ) -> docker.models.images.Image:
     """The stand-in root image of the current recipe, built from Debian packages when missing."""
-    with host_lock(settings, "standin-base"):
-        try:
-            return client.images.get(BASE_IMAGE)
-        except docker.errors.ImageNotFound:
-            pass
-        say(f"building the offline base image {BASE_IMAGE} from Debian packages (a few minutes)")
-        rootfs = settings.build_dir / "rootfs"
-        try:
-            _debootstrap(rootfs, settings)
-            _import(client, rootfs, BASE_IMAGE, IMAGE_CHANGES)
-        finally:
-            shutil.rmtree(rootfs, ignore_errors=True)
-        return client.images.get(BASE_IMAGE)
+    return _ensure_imported(
+        client, settings, say, BASE_IMAGE, IMAGE_CHANGES,
+        f"building the offline base image {BASE_IMAGE} from Debian packages (a few minutes)",
+        lambda rootfs: _debootstrap(rootfs, settings),
+    )  # fmt: skip
 
 
 def ensure_alpine_image(
     client: docker.DockerClient, settings: Settings, say: Say
 ) -> docker.models.images.Image:
     """The alpine stand-in: Debian's busybox-static package unpacked into an empty image."""
-    with host_lock(settings, "standin-alpine"):
+    return _ensure_imported(
+        client, settings, say, ALPINE_IMAGE, ALPINE_CHANGES,
+        f"building the offline alpine stand-in {ALPINE_IMAGE} from Debian's busybox-static",
+        lambda rootfs: _unpack_busybox(rootfs.parent, rootfs, settings),
+    )  # fmt: skip
+
+
+def _ensure_imported(
+    client: docker.DockerClient,
+    settings: Settings,
+    say: Say,
+    image: str,
+    changes: tuple[str, ...],
+    announcement: str,
+    make_rootfs: Callable[[Path], None],
+) -> docker.models.images.Image:
+    """`image`, made when missing by `docker import` of the root filesystem `make_rootfs` fills."""
+    with host_lock(settings, f"standin-{image.replace('/', '-').replace(':', '-')}"):
         try:
-            return client.images.get(ALPINE_IMAGE)
+            return client.images.get(image)
         except docker.errors.ImageNotFound:
             pass
-        say(f"building the offline alpine stand-in {ALPINE_IMAGE} from Debian's busybox-static")
+        say(announcement)
         with tempfile.TemporaryDirectory(dir=_mkdir(settings.build_dir)) as work:
             rootfs = Path(work) / "rootfs"
-            _unpack_busybox(Path(work), rootfs, settings)
-            _import(client, rootfs, ALPINE_IMAGE, ALPINE_CHANGES)
-        return client.images.get(ALPINE_IMAGE)
+            make_rootfs(rootfs)
+            _import(client, rootfs, image, changes)
+        return client.images.get(image)
 
 
 def _mkdir(path: Path) -> Path:
