@@ -7,6 +7,7 @@ check of the stage reads the same build and the same training run.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import shutil
 import time
@@ -36,6 +37,7 @@ from grader.containers import (
 from grader.dataset import Dataset
 from grader.dockerfile import read_dockerfile
 from grader.errors import BaseImageUnavailable, DockerfileError
+from grader.gpus import torch_sees_cuda
 from grader.labsteps import ALPINE, StepResult, interactive_session, run_listing
 from grader.rubric import Profile
 from grader.runs import keep_images_of, prune_kept_images
@@ -264,6 +266,18 @@ class Grader:
         reported, notes = _reported_accuracy(metrics, run.log_path)
         return TrainingRun(run, model, metrics, reported, notes)
 
+    def cuda_in_training_image(self, submission: Submission) -> bool | None:
+        """Whether torch sees CUDA in the training image with this grader's GPUs (None: the
+        image cannot tell, or it did not build)."""
+        build = self.training_build(submission)
+        if not build.ok:
+            return None
+        return torch_sees_cuda(
+            self.client, build.tag, self.gpus,
+            grader_labels(self.run_id, submission.id, "cuda-probe"),
+            self.scratch(submission, "cuda-probe") / "probe.log",
+        )  # fmt: skip
+
     # --- inference -----------------------------------------------------------------------------
 
     def trained_model(self, submission: Submission) -> Path | None:
@@ -353,7 +367,8 @@ class Grader:
     def alpine_step(self, step: Literal["run", "interactive"]) -> StepResult:
         """Lab step 1 on this host, done once per grader: every submission shares the answer."""
         if step not in self._alpine_steps:
-            labels = grader_labels(self.run_id, LAB_STEPS, "alpine")
+            # Workers run this at the same time: each removes only its own containers.
+            labels = grader_labels(self.run_id, LAB_STEPS, f"alpine-{os.getpid()}")
             try:
                 self.base_images.ensure(ALPINE)
             except BaseImageUnavailable as error:

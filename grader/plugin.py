@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn
 
+import docker
 import pytest
 
 from grader import __version__
@@ -21,11 +22,18 @@ from grader.accuracy import training_curve
 from grader.cache import load as load_stored
 from grader.cache import rescore, submission_key
 from grader.cache import store as store_result
-from grader.containers import log_excerpt
+from grader.containers import RUN_LABEL, SUBMISSION_LABEL, log_excerpt
 from grader.dataset import Dataset, load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
 from grader.errors import DockerfileError, GraderError, ManifestError
+from grader.gpus import (
+    check_selection,
+    chosen_gpus,
+    describe_device,
+    detect_gpus,
+    gpus_for_worker,
+)
 from grader.grading import (
     Grader,
     ImageBuild,
@@ -49,6 +57,7 @@ from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
 from grader.runs import RunLock, reap_dead_runs
 from grader.serving import Server
 from grader.settings import Settings
+from grader.standins import BASE_IMAGE
 from grader.submission import Submission, discover, load_submission, slugify
 
 CHECK_MARKER = "check"
@@ -130,11 +139,10 @@ def pytest_configure(config: pytest.Config) -> None:
         intakes = _intake([Path(p) for p in config.getoption("submissions")])
     except GraderError as error:
         raise pytest.UsageError(str(error)) from None
-    gpus = config.getoption("gpus")
-    if gpus not in {"auto", "none", "all"} and not all(
-        part.strip().isdigit() for part in gpus.split(",")
-    ):
-        raise pytest.UsageError(f"--gpus {gpus!r}: use auto, none, all or ids such as 0,1")
+    try:
+        gpus = check_selection(config.getoption("gpus"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
     session = GradingSession(config, rubric, profile, intakes, gpus)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "lab5-grader-session")
@@ -238,6 +246,7 @@ class SubmissionGrading:
     def training_run(self) -> TrainingRun:
         self.require_training_build()
         run = self.grader.training_run(self.submission)
+        self.result.measurements["train_device"] = describe_device(self.grader.gpus)
         self.result.measurements["train_seconds"] = round(run.run.duration_s, 1)
         self.result.measurements["train_exit_code"] = run.run.exit_code
         if run.run.log_path.is_file():
@@ -245,7 +254,26 @@ class SubmissionGrading:
             self.result.training_curve = training_curve(log)
         for note in run.notes:
             self.result.note(note)
+        if self.grader.gpus != "none" and "train_cuda_available" not in self.result.measurements:
+            self._check_gpu_use()
         return run
+
+    def _check_gpu_use(self) -> None:
+        """On a GPU host: could the student's training use the GPU it was given?"""
+        cuda = self.grader.cuda_in_training_image(self.submission)
+        self.result.measurements["train_cuda_available"] = cuda
+        device = describe_device(self.grader.gpus)
+        if cuda is False:
+            self.result.flag(
+                f"training was given {device}, but torch in the training image does not see CUDA "
+                "(torch.cuda.is_available() is False): it trained on the CPU; use a CUDA-enabled "
+                "base image and a CUDA build of torch"
+            )
+        elif cuda is None:
+            self.result.note(
+                f"training was given {device}; whether torch in the training image sees CUDA "
+                "could not be told (python3 -c 'import torch' did not run in it)"
+            )
 
     def require_finished_training(self) -> TrainingRun:
         __tracebackhide__ = True
@@ -267,6 +295,7 @@ class SubmissionGrading:
         __tracebackhide__ = True
         self._require(self.serving_build(), "inference")
         server = self.grader.server(self.submission)
+        self.result.measurements["serve_device"] = describe_device(self.grader.gpus)
         for note in server.notes:
             self.result.note(note)
         return server
@@ -307,6 +336,7 @@ class GradingSession:
         self.profile = profile
         self.intakes = {intake.id: intake for intake in intakes}
         self.gpus = gpus
+        self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
         self.report_dir = Path(config.getoption("report_dir")).resolve()
         self.settings = Settings.from_env()
         self._grader: Grader | None = None
@@ -344,6 +374,7 @@ class GradingSession:
 
     # --- session -------------------------------------------------------------------------------
 
+    @pytest.hookimpl(tryfirst=True)  # before xdist starts workers: they need the GPUs chosen
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         try:
             client = connect()
@@ -357,9 +388,6 @@ class GradingSession:
             if reaped:
                 self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
             self._lock = RunLock(self.settings, self.run_id)
-        gpus = self.gpus
-        if gpus == "auto":
-            gpus = "all" if "nvidia" in (client.info().get("Runtimes") or {}) else "none"
         engine_info = client.info()
         self._grader = Grader(
             client=client,
@@ -368,7 +396,7 @@ class GradingSession:
             threads=threads_per_container(self.profile, engine_info, self.workers),
             dataset=dataset,
             artifacts_root=self.report_dir / "artifacts",
-            gpus=gpus,
+            gpus=self._worker_gpus(client),
             say=self._say,
             keep_images=self.keep_images,
             image_cache_bytes=int(float(self.config.getoption("image_cache_gb")) * 1e9),
@@ -384,6 +412,21 @@ class GradingSession:
             self.result_for(intake)
         self._take_stored_results(dataset)
 
+    def _worker_gpus(self, client: docker.DockerClient) -> str:
+        """This process's GPUs. The controller detects them once and hands them to workers."""
+        worker_input = getattr(self.config, "workerinput", None)
+        if worker_input is not None:
+            gpus = tuple(g for g in worker_input[GPUS_KEY].split(",") if g)
+            index = int(str(worker_input.get("workerid", "gw0")).removeprefix("gw") or 0)
+            return gpus_for_worker(gpus, index, self.workers)
+        if self.gpus != "none":
+            labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: "gpu-probe"}
+            detection = detect_gpus(client, BASE_IMAGE, labels)
+            self.gpu_ids = chosen_gpus(self.gpus, detection)
+            use = ", ".join(self.gpu_ids) or "none: containers run on the CPU"
+            self._say(f"GPUs: {detection.detail}; using {use}")
+        return gpus_for_worker(self.gpu_ids, 0, 1)  # grading here means grading alone
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: object) -> object:
         return SubmissionScheduling(config, log)
@@ -394,6 +437,7 @@ class GradingSession:
         workerinput = node.workerinput  # type: ignore[attr-defined]
         workerinput[RUN_ID_KEY] = self.run_id
         workerinput[WORKERS_KEY] = self.workers
+        workerinput[GPUS_KEY] = ",".join(self.gpu_ids)
 
     def _say(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -581,6 +625,7 @@ RESULT_PROPERTY = "lab5-grader.result"
 FINISHED_PROPERTY = "lab5-grader.finished"
 RUN_ID_KEY = "lab5_grader_run_id"
 WORKERS_KEY = "lab5_grader_workers"
+GPUS_KEY = "lab5_grader_gpus"
 
 
 def _intake_id(item: pytest.Item) -> str | None:

@@ -16,7 +16,8 @@ from grader.standins import BASE_IMAGE
 pytestmark = pytest.mark.integration
 
 RUNS = ("test-kept-old", "test-kept-newer", "test-kept-current", "test-not-kept")
-THREE_MB = "RUN head -c 3000000 /dev/urandom > /blob"
+# A step of its own per image (no shared build cache), so each has 3 MB of its own.
+THREE_MB = "RUN head -c 3000000 /dev/urandom > /blob-{}"
 
 
 @pytest.fixture
@@ -27,7 +28,8 @@ def images(tmp_path: Path):
     for run_id in RUNS:
         context = tmp_path / run_id
         context.mkdir()
-        (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\n{THREE_MB}\n")
+        step = THREE_MB.format(f"{run_id}-{time.time_ns()}")
+        (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\n{step}\n")
         tag = f"lab5-grader/test-kept:{run_id}"
         result = build_image(
             client, context=context, dockerfile=context / "Dockerfile", tag=tag,

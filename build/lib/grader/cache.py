@@ -1,0 +1,103 @@
+"""Stored results per submission, so that unchanged work is never graded twice.
+
+Each finished submission is written to `<report-dir>/submissions/<slug>.json` with a key over
+what its grading depends on: the submission's files, the harness version, the dataset, the
+profile's limits and the set of checks. Points and targets are not in the key: when only they
+change, the stored result is re-scored from its measurements without running containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from grader import __version__
+from grader.dataset import Dataset
+from grader.reports import write_atomically
+from grader.results import SubmissionResult, submission_from_json, submission_to_json
+from grader.rubric import Profile, Rubric
+from grader.submission import slugify
+from grader.verdicts import (
+    INTEGRITY_FLAG_START,
+    heldout_accuracy_problem,
+    integrity_flag,
+    reported_accuracy_problem,
+)
+
+
+def submission_key(root: Path, rubric: Rubric, profile: Profile, dataset: Dataset) -> str:
+    digest = hashlib.sha256()
+    setting = {
+        "harness": __version__,
+        "checks": sorted(rubric.checks),
+        "profile": profile.name,
+        "dataset": profile.dataset,
+        "data": hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest(),
+        "limits": asdict(profile.limits),
+    }
+    digest.update(json.dumps(setting, sort_keys=True).encode())
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"link {relative} -> {os.readlink(path)}\n".encode())
+        elif path.is_file():
+            digest.update(
+                f"file {relative} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode()
+            )
+    return digest.hexdigest()
+
+
+def stored_path(report_dir: Path, submission_id: str) -> Path:
+    return report_dir / "submissions" / f"{slugify(submission_id)}.json"
+
+
+def store(report_dir: Path, result: SubmissionResult, key: str) -> None:
+    document = {"key": key, "result": submission_to_json(result)}
+    write_atomically(stored_path(report_dir, result.submission_id), json.dumps(document) + "\n")
+
+
+def load(report_dir: Path, submission_id: str, key: str) -> SubmissionResult | None:
+    """The stored result when its key matches, else None (absent, stale or unreadable)."""
+    path = stored_path(report_dir, submission_id)
+    try:
+        document = json.loads(path.read_text())
+        if document.get("key") != key:
+            return None
+        return submission_from_json(document["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def rescore(result: SubmissionResult, rubric: Rubric, profile: Profile) -> SubmissionResult:
+    """Apply the current points and targets to a stored result."""
+    measured = result.measurements
+    targets = profile.targets
+    for check_id, check in result.checks.items():
+        spec = rubric.checks[check_id]
+        check.title, check.max_points = spec.title, spec.points
+        decided = check.status in ("passed", "failed")
+        problem: str | None = None
+        if check_id == "train.reported_accuracy" and decided and "reported_accuracy" in measured:
+            problem = reported_accuracy_problem(
+                measured["reported_accuracy"],
+                measured.get("reported_accuracy_where", "reported"),
+                targets.reported_accuracy,
+            )
+        elif check_id == "serve.heldout_accuracy" and decided and "heldout_accuracy" in measured:
+            if measured.get("heldout_errors", 0) < measured.get("heldout_total", 0):
+                problem = heldout_accuracy_problem(measured, targets.heldout_accuracy)
+            else:
+                problem = check.message
+        else:
+            check.points = spec.points if check.status == "passed" else 0.0
+            continue
+        check.status, check.message = ("failed", problem) if problem else ("passed", "")
+        check.points = 0.0 if problem else spec.points
+    result.flags = [f for f in result.flags if not f.startswith(INTEGRITY_FLAG_START)]
+    flag = integrity_flag(measured, targets)
+    if flag:
+        result.flags.append(flag)
+    return result

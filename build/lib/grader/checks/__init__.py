@@ -1,0 +1,1 @@
+"""The grading checks, one test per rubric check id. Run by `grader grade`."""

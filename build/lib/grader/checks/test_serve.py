@@ -1,0 +1,121 @@
+"""The inference half: Dockerfile, image with the trained model, /ping, model, predictions."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from grader.plugin import SubmissionGrading, check, fail_check
+from grader.results import WrongDigit
+from grader.serving import PredictionError, png, predict_digit, predict_heldout
+from grader.verdicts import heldout_accuracy_problem, integrity_flag
+
+WRONG_DIGITS_KEPT = 200  # in heldout.json
+WRONG_DIGITS_SHOWN = 24  # as images in the reports
+
+
+@check("serve.dockerfile")
+def test_dockerfile(grading: SubmissionGrading) -> None:
+    grading.lint_dockerfile("serve")
+
+
+@check("serve.build")
+def test_build(grading: SubmissionGrading) -> None:
+    grading.fail_unless_built(grading.serving_build(), "inference")
+
+
+@check("serve.ping")
+def test_ping(grading: SubmissionGrading) -> None:
+    grading.server()
+    outcome = grading.grader.server_healthy(grading.submission)
+    if not outcome.ok:
+        fail_check(outcome.message, outcome.log)
+
+
+@check("serve.model_ready")
+def test_model_ready(grading: SubmissionGrading) -> None:
+    grading.require_healthy_server()
+    outcome = grading.grader.model_ready(grading.submission)
+    if not outcome.ok:
+        fail_check(outcome.message, outcome.log)
+
+
+@check("serve.sample_prediction")
+def test_sample_prediction(grading: SubmissionGrading) -> None:
+    server = grading.require_ready_model()
+    assert server.api is not None
+    serve = grading.submission.serve
+    if serve.sample_image is None or not serve.sample_image.is_file():
+        fail_check(
+            f"no handwritten digit image found in {serve.context.name}/: add one (PNG or JPEG), "
+            "e.g. digit_7.png, or set serve.sample_image in submission.toml"
+        )
+    if serve.sample_label is None:
+        fail_check(
+            f"cannot tell which digit {serve.sample_image.name} shows: put the digit in its name "
+            "(e.g. digit_7.png) or set serve.sample_label in submission.toml"
+        )
+    try:
+        predicted = predict_digit(server.api, serve.model_name, serve.sample_image.read_bytes())
+    except PredictionError as error:
+        fail_check(str(error), server.running.log_tail())
+    grading.result.measurements["sample_prediction"] = predicted
+    if predicted != serve.sample_label:
+        fail_check(
+            f"{serve.sample_image.name} shows a {serve.sample_label} but the server predicted "
+            f"{predicted}; check the handler's preprocessing (grey-scale, 28x28, the training "
+            "normalisation, light digit on dark background)"
+        )
+
+
+@check("serve.heldout_accuracy")
+def test_heldout_accuracy(grading: SubmissionGrading) -> None:
+    server = grading.require_ready_model()
+    assert server.api is not None
+    profile = grading.profile
+    digits = grading.grader.dataset.hidden_digits()
+    result = predict_heldout(
+        server.api,
+        grading.submission.serve.model_name,
+        digits,
+        profile.limits.predict_concurrency,
+    )
+    measured = result.accuracy
+    grading.result.measurements.update(
+        heldout_accuracy=measured,
+        heldout_total=result.total,
+        heldout_errors=result.error_count,
+        heldout_error_example=result.errors[0] if result.errors else None,
+    )
+    artifacts = grading.grader.artifacts(grading.submission)
+    (artifacts / "heldout.json").write_text(
+        json.dumps(
+            {
+                "accuracy": measured,
+                "total": result.total,
+                "correct": result.correct,
+                "request_errors": result.error_count,
+                "error_examples": result.errors,
+                "wrong": [
+                    {"index": i, "label": label, "predicted": predicted}
+                    for i, label, predicted in result.wrong[:WRONG_DIGITS_KEPT]
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    grading.result.wrong_digits = [
+        WrongDigit(index, label, predicted, base64.b64encode(png(digits.image(index))).decode())
+        for index, label, predicted in result.wrong[:WRONG_DIGITS_SHOWN]
+    ]
+    flag = integrity_flag(grading.result.measurements, profile.targets)
+    if flag:
+        grading.result.flag(flag)
+    if result.error_count == result.total:
+        fail_check(f"every prediction failed; first error: {result.errors[0]}")
+    problem = heldout_accuracy_problem(
+        grading.result.measurements, profile.targets.heldout_accuracy
+    )
+    if problem:
+        fail_check(problem)

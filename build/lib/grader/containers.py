@@ -1,0 +1,387 @@
+"""A small typed layer over the Docker engine: build, run to exit, logs, clean-up.
+
+It knows nothing about pytest or grading. Every container and image it makes carries the labels
+given by the caller (run id, submission id, role), so an interrupted run can be cleaned up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+import requests
+import requests.exceptions
+import urllib3.exceptions
+
+LABEL_PREFIX = "lab5-grader."
+RUN_LABEL = f"{LABEL_PREFIX}run"
+SUBMISSION_LABEL = f"{LABEL_PREFIX}submission"
+ROLE_LABEL = f"{LABEL_PREFIX}role"
+
+# Logs are kept as head and tail: a container printing gigabytes must not fill memory or disk,
+# and the end of a log (final accuracy, last error) matters most.
+LOG_HEAD_BYTES = 1 << 20
+LOG_TAIL_BYTES = 4 << 20
+
+
+STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)  # classic builder's step ids
+
+
+def grader_labels(run_id: str, submission: str, role: str) -> dict[str, str]:
+    return {RUN_LABEL: run_id, SUBMISSION_LABEL: submission, ROLE_LABEL: role}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    tag: str
+    ok: bool
+    log_path: Path
+    duration_s: float
+    error: str | None = None  # the builder's last error line, or why the build stopped
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    cpus: float
+    memory_mb: int
+    pids: int
+    wall_seconds: float
+    threads: int | None = None  # OMP_NUM_THREADS; None: the CPUs rounded up
+
+    @property
+    def compute_threads(self) -> int:
+        return self.threads or max(1, math.ceil(self.cpus))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None  # None when the container was killed at the time limit
+    timed_out: bool
+    oom_killed: bool
+    log_path: Path
+    duration_s: float
+
+
+def build_image(
+    client: docker.DockerClient,
+    *,
+    context: Path,
+    dockerfile: Path,
+    tag: str,
+    labels: Mapping[str, str],
+    log_path: Path,
+    timeout_s: float,
+    buildargs: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """Build with the classic builder, streaming its output to `log_path`.
+
+    At the time limit the connection is shut down, which makes the engine cancel the build and
+    remove its intermediate container.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    api = docker.APIClient(version=client.api.api_version, timeout=None,
+                           **docker.utils.kwargs_from_env())  # fmt: skip
+    connections: list[socket.socket] = []
+
+    def remember_socket(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            connections.append(sock)
+
+    def cancel() -> None:
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    api.hooks["response"].append(remember_socket)
+    watchdog = threading.Timer(timeout_s, cancel)
+    started = time.monotonic()
+    error: str | None = None
+    image_id: str | None = None
+    step_images: list[str] = []  # the FROM image, then one per finished step
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        files, size = context_size(context, dockerfile)
+        log.write(f"build context: {files:,} file{'s' * (files != 1)}, {size / 1e6:.1f} MB\n")
+        try:
+            watchdog.start()
+            stream = api.build(
+                path=str(context),
+                dockerfile=str(dockerfile.relative_to(context))
+                if dockerfile.is_relative_to(context)
+                else str(dockerfile),
+                tag=tag,
+                labels=dict(labels),
+                buildargs=dict(buildargs or {}),
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    log.write(chunk["stream"])
+                    step_images += STEP_IMAGE.findall(chunk["stream"])
+                elif "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                    log.write(f"ERROR: {error}\n")
+                elif "aux" in chunk and isinstance(chunk["aux"], dict):
+                    image_id = chunk["aux"].get("ID", image_id)
+                elif "status" in chunk:
+                    log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
+                log.flush()
+        except docker.errors.APIError as api_error:
+            error = api_error.explanation or str(api_error)
+            log.write(f"ERROR: {error}\n")
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+        ) as stream_error:
+            if not watchdog.finished.is_set():
+                error = f"the connection to the Docker engine failed: {stream_error}"
+                log.write(f"ERROR: {error}\n")
+        finally:
+            watchdog.cancel()
+            api.close()
+        duration = time.monotonic() - started
+        timed_out = watchdog.finished.is_set() and duration >= timeout_s
+        if timed_out:
+            error = f"the build did not finish within the limit of {timeout_s:.0f} s"
+            log.write(f"\nERROR: {error}; it was cancelled\n")
+    ok = error is None and image_id is not None
+    if error is None and image_id is None:
+        error = "the engine reported no image (see the build log)"
+    if not ok and len(step_images) > 1 and step_images[-1] != step_images[0]:
+        _remove_partial_build(client, step_images[-1])
+    return BuildResult(tag, ok, log_path, duration, None if ok else error, timed_out)
+
+
+def context_size(context: Path, dockerfile: Path) -> tuple[int, int]:
+    """Files and bytes of a build context as the engine receives it (.dockerignore applied)."""
+    ignore = context / ".dockerignore"
+    patterns = []
+    if ignore.is_file():
+        lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
+        patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    name = str(dockerfile.relative_to(context)) if dockerfile.is_relative_to(context) else None
+    files = size = 0
+    for relative in docker.utils.exclude_paths(str(context), patterns, dockerfile=name):
+        path = context / relative
+        if path.is_file() and not path.is_symlink():
+            files += 1
+            size += path.stat().st_size
+    return files, size
+
+
+def _remove_partial_build(client: docker.DockerClient, last_step: str) -> None:
+    """Remove the untagged step images a failed build left (the classic builder keeps them as
+    cache, and nothing else would ever remove them). Removing the last one removes its untagged
+    parents too; an image another image still builds on is left alone (the engine refuses)."""
+    with contextlib.suppress(docker.errors.APIError):
+        image = client.images.get(last_step)
+        if not image.tags:
+            client.images.remove(image.id)
+
+
+def device_requests(gpus: str) -> list[docker.types.DeviceRequest]:
+    """Device requests for `gpus`: "none", "all", or a comma-separated list of GPU ids."""
+    if gpus == "none":
+        return []
+    if gpus == "all":
+        return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    ids = [part.strip() for part in gpus.split(",") if part.strip()]
+    if not ids:
+        raise ValueError(f"GPU selection {gpus!r} is neither none, all nor a list of ids")
+    return [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+
+
+def run_to_exit(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    command: Sequence[str] | None,
+    environment: Mapping[str, str],
+    mounts: Sequence[docker.types.Mount],
+    limits: ResourceLimits,
+    labels: Mapping[str, str],
+    log_path: Path,
+    gpus: str = "none",
+) -> RunResult:
+    """Run a sandboxed container without network until it exits or the wall-time limit kills it.
+
+    The container is removed afterwards; its output is kept (head and tail) in `log_path`.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    container = client.containers.create(
+        image,
+        command=list(command) if command else None,
+        environment={"OMP_NUM_THREADS": str(limits.compute_threads), **environment},
+        mounts=list(mounts),
+        network_mode="none",
+        nano_cpus=int(limits.cpus * 1e9),
+        mem_limit=f"{limits.memory_mb}m",
+        memswap_limit=f"{limits.memory_mb}m",
+        pids_limit=limits.pids,
+        shm_size="256m",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        labels=dict(labels),
+        device_requests=device_requests(gpus),
+    )
+    started = time.monotonic()
+    timed_out = False
+    exit_code: int | None = None
+    try:
+        container.start()
+        try:
+            exit_code = int(container.wait(timeout=limits.wall_seconds)["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            with contextlib.suppress(docker.errors.APIError):
+                container.kill()
+            container.wait(timeout=60)
+        duration = time.monotonic() - started
+        write_capped_log(container.logs(stream=True, stdout=True, stderr=True), log_path)
+        if timed_out:
+            with open(log_path, "a") as log:
+                log.write(
+                    f"\n[grader] killed at the wall-time limit of {limits.wall_seconds:.0f} s\n"
+                )
+        container.reload()
+        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    return RunResult(exit_code, timed_out, oom_killed, log_path, duration)
+
+
+@dataclass
+class RunningServer:
+    """A detached server container and the host ports (on 127.0.0.1) its ports are published on."""
+
+    container: docker.models.containers.Container
+    host_ports: dict[int, int]
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{self.host_ports[port]}"
+
+    def state(self) -> dict[str, Any]:
+        """The engine's view: Status ("running", "exited", ...), ExitCode, OOMKilled."""
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return {"Status": "removed"}
+        return dict(self.container.attrs.get("State", {}))
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return self.container.logs(tail=lines).decode("utf-8", "replace")
+        except docker.errors.APIError:
+            return ""
+
+
+def start_server(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    ports: Sequence[int],
+    limits: ResourceLimits,
+    labels: Mapping[str, str],
+    gpus: str = "none",
+) -> RunningServer:
+    """Start a sandboxed server with `ports` published on 127.0.0.1 at free host ports."""
+    container = client.containers.run(
+        image,
+        detach=True,
+        ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+        environment={"OMP_NUM_THREADS": str(limits.compute_threads)},
+        nano_cpus=int(limits.cpus * 1e9),
+        mem_limit=f"{limits.memory_mb}m",
+        memswap_limit=f"{limits.memory_mb}m",
+        pids_limit=limits.pids,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        labels=dict(labels),
+        device_requests=device_requests(gpus),
+    )
+    container.reload()
+    published = container.attrs["NetworkSettings"].get("Ports") or {}
+    host_ports = {}
+    for port in ports:
+        bindings = published.get(f"{port}/tcp") or []
+        if bindings:
+            host_ports[port] = int(bindings[0]["HostPort"])
+    return RunningServer(container, host_ports)
+
+
+def stop_server(server: RunningServer, log_path: Path) -> None:
+    """Keep the server's log (head and tail) and remove the container."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(docker.errors.APIError):
+        server.container.stop(timeout=5)
+    with contextlib.suppress(docker.errors.APIError):
+        write_capped_log(server.container.logs(stream=True, stdout=True, stderr=True), log_path)
+    with contextlib.suppress(docker.errors.APIError):
+        server.container.remove(force=True)
+
+
+def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:
+    """Write a log, keeping its first LOG_HEAD_BYTES and last LOG_TAIL_BYTES."""
+    head = bytearray()
+    tail = bytearray()
+    dropped = 0
+    for chunk in chunks:
+        room = LOG_HEAD_BYTES - len(head)
+        if room > 0:
+            head.extend(chunk[:room])
+            chunk = chunk[room:]
+        tail.extend(chunk)
+        if len(tail) > LOG_TAIL_BYTES:
+            excess = len(tail) - LOG_TAIL_BYTES
+            dropped += excess
+            del tail[:excess]
+    with open(path, "wb") as log:
+        log.write(head)
+        if dropped:
+            log.write(f"\n[grader] ... {dropped} bytes of output cut here ...\n".encode())
+        log.write(tail)
+
+
+def remove_labelled(
+    client: docker.DockerClient, labels: Mapping[str, str], images: bool = True
+) -> int:
+    """Remove every container (and image, unless told not to) carrying all of `labels`."""
+    selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
+    removed = 0
+    for container in client.containers.list(all=True, filters=selector):
+        # NotFound or "removal already in progress": either way it is going.
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+            removed += 1
+    for image in client.images.list(filters=selector) if images else []:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, force=True)
+            removed += 1
+    return removed
+
+
+def log_excerpt(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file, for a failure message."""
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+    return "\n".join(text[-lines:])

@@ -1,0 +1,44 @@
+"""The harness's errors.
+
+`GraderError` and its subclasses carry a message written for the person who must act on it: a TA
+setting up a host or a student fixing a submission. They never need a traceback to be understood.
+"""
+
+from __future__ import annotations
+
+
+class GraderError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+
+class EngineUnavailable(GraderError):
+    """No Docker engine answers and the harness cannot start one."""
+
+
+class SetupError(GraderError):
+    """A set-up step (package install, stand-in image, dataset) failed."""
+
+
+class DatasetError(GraderError):
+    """The MNIST directory is missing, partial or corrupt."""
+
+
+class RubricError(GraderError):
+    """The rubric file is invalid; the message names the file and the key."""
+
+
+class ManifestError(GraderError):
+    """A submission's layout or `submission.toml` is invalid."""
+
+
+class DockerfileError(GraderError):
+    """A Dockerfile cannot be read or parsed."""
+
+
+class BaseImageUnavailable(GraderError):
+    """A base image can be neither found locally, pulled, nor stood in for."""
+
+    def __init__(self, image: str, tried: list[str]) -> None:
+        self.image = image
+        self.tried = tried
+        super().__init__(f"base image {image!r} is not available: " + "; ".join(tried))

@@ -1,0 +1,436 @@
+"""The grading stages of one submission, as plain steps usable without pytest.
+
+`Grader` runs each stage at most once per submission and remembers the outcome, so that every
+check of the stage reads the same build and the same training run.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import docker
+import docker.types
+
+from grader.accuracy import ReportedAccuracy, from_log, from_metrics
+from grader.baseimages import BaseImage, BaseImageProvider
+from grader.containers import (
+    RUN_LABEL,
+    SUBMISSION_LABEL,
+    BuildResult,
+    ResourceLimits,
+    RunResult,
+    build_image,
+    grader_labels,
+    remove_labelled,
+    run_to_exit,
+    start_server,
+    stop_server,
+)
+from grader.dataset import Dataset
+from grader.dockerfile import read_dockerfile
+from grader.errors import BaseImageUnavailable, DockerfileError
+from grader.gpus import torch_sees_cuda
+from grader.labsteps import ALPINE, StepResult, interactive_session, run_listing
+from grader.rubric import Profile
+from grader.runs import keep_images_of, prune_kept_images
+from grader.serving import (
+    INFERENCE_PORT,
+    MANAGEMENT_PORT,
+    SERVER_PORTS,
+    Outcome,
+    Server,
+    prepare_serve_context,
+    wait_healthy,
+    wait_model_ready,
+)
+from grader.settings import Settings
+from grader.submission import Submission, slugify
+from grader.torchserve import TorchServeAPI
+
+Say = Callable[[str], None]
+
+DATA_MOUNT = "/data"
+OUTPUT_MOUNT = "/output"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+LAB_STEPS = "lab-steps"  # the submission label of containers that serve every submission
+
+
+def share_host(profile: Profile, engine_info: dict[str, object], workers: int) -> Profile:
+    """The profile with limits that let `workers` submissions run at once on the engine's host.
+
+    Memory is cut so that all of them fit (a fifth of it is left to everything else): too much
+    would end in the kernel's OOM killer. CPU is shared by the kernel's equal weights instead
+    of hard quotas: each container keeps the profile's ceiling (at most the host's cores), gets
+    at least its fair share when all are busy, and idle cores when others wait on image builds
+    or server start-ups. Its compute threads are cut to the fair share (`threads_per_container`).
+    """
+    cores = float(engine_info.get("NCPU") or 1)  # type: ignore[arg-type]
+    memory_mb = int(engine_info.get("MemTotal") or 0) // (1 << 20)  # type: ignore[call-overload]
+    limits = replace(profile.limits, cpus=min(profile.limits.cpus, cores))
+    if workers > 1:
+        limits = replace(
+            limits, memory_mb=min(limits.memory_mb, max(512, int(memory_mb * 0.8 / workers)))
+        )
+    return replace(profile, limits=limits)
+
+
+def threads_per_container(
+    profile: Profile, engine_info: dict[str, object], workers: int
+) -> int | None:
+    """OpenMP threads for each container when `workers` submissions share the host (None: as
+    many as the CPU limit). More threads than cores, all spinning, cost more than they bring:
+    3 trainings of 2 threads each on 2 cores took 1.7x as long as with 1 thread each.
+    """
+    if workers <= 1:
+        return None
+    cores = float(engine_info.get("NCPU") or 1)  # type: ignore[arg-type]
+    return max(1, min(math.ceil(profile.limits.cpus), int(cores // workers)))
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """An image build, or why it could not be attempted."""
+
+    tag: str
+    build: BuildResult | None
+    base_images: tuple[BaseImage, ...]
+    problem: str | None = None  # set when the build could not start (Dockerfile, base image)
+    model_origin: str | None = None  # inference image: "trained" or "committed" weights
+
+    @property
+    def ok(self) -> bool:
+        return self.build is not None and self.build.ok
+
+    @property
+    def error(self) -> str:
+        if self.problem:
+            return self.problem
+        assert self.build is not None
+        return self.build.error or ""
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    run: RunResult
+    model_file: Path | None  # the copied-out model, when training wrote one
+    metrics_file: Path | None
+    reported: ReportedAccuracy | None
+    notes: tuple[str, ...] = ()  # e.g. why metrics.json was not used
+
+    @property
+    def succeeded(self) -> bool:
+        return self.run.exit_code == 0 and not self.run.timed_out
+
+
+@dataclass
+class Grader:
+    """Grades submissions against one profile, in containers on one engine."""
+
+    client: docker.DockerClient
+    settings: Settings
+    profile: Profile
+    dataset: Dataset
+    artifacts_root: Path
+    gpus: str = "none"
+    run_id: str = field(default_factory=new_run_id)
+    say: Say = print
+    keep_images: bool = False
+    image_cache_bytes: int = 20 * 10**9  # what kept images may take (see prune_kept_images)
+    threads: int | None = None  # compute threads per container (None: the CPU limit's)
+    _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
+    _runs: dict[str, TrainingRun] = field(default_factory=dict)
+    _servers: dict[str, Server] = field(default_factory=dict)
+    _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    _base_images: BaseImageProvider | None = None
+    _touched: set[str] = field(default_factory=set)  # submissions this grader worked on
+    _alpine_steps: dict[str, StepResult] = field(default_factory=dict)
+
+    def artifacts(self, submission: Submission) -> Path:
+        self._touched.add(submission.id)
+        path = self.artifacts_root / submission.slug
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def base_images(self) -> BaseImageProvider:
+        if self._base_images is None:
+            self._base_images = BaseImageProvider(self.client, self.settings, self.say)
+        return self._base_images
+
+    def image_tag(self, submission: Submission, role: str) -> str:
+        return f"lab5-grader/{submission.slug}:{role}-{self.run_id}"
+
+    # --- training ------------------------------------------------------------------------------
+
+    def training_build(self, submission: Submission) -> ImageBuild:
+        key = (submission.id, "train")
+        if key not in self._builds:
+            train = submission.train
+            self._builds[key] = self._build(
+                submission,
+                "train",
+                train.context,
+                train.dockerfile,
+                submission.shown(train.dockerfile),
+            )
+        return self._builds[key]
+
+    def _build(
+        self,
+        submission: Submission,
+        role: str,
+        context: Path,
+        dockerfile_path: Path,
+        shown_as: Path,
+        model_origin: str | None = None,
+    ) -> ImageBuild:
+        tag = self.image_tag(submission, role)
+        try:
+            dockerfile = read_dockerfile(dockerfile_path, shown_as)
+            bases = tuple(self.base_images.ensure(image) for image in dockerfile.external_images)
+        except (DockerfileError, BaseImageUnavailable) as error:
+            return ImageBuild(tag, None, (), problem=str(error))
+        if not context.is_dir():
+            return ImageBuild(
+                tag, None, bases, problem=f"build context {submission.shown(context)}/ is missing"
+            )
+        build = build_image(
+            self.client,
+            context=context,
+            dockerfile=dockerfile_path,
+            tag=tag,
+            labels=grader_labels(self.run_id, submission.id, role),
+            log_path=self.artifacts(submission) / f"{role}-build.log",
+            timeout_s=self.profile.limits.build_seconds,
+        )
+        return ImageBuild(tag, build, bases, model_origin=model_origin)
+
+    def training_run(self, submission: Submission) -> TrainingRun:
+        if submission.id not in self._runs:
+            build = self.training_build(submission)
+            assert build.ok, "training_run needs a successful training build"
+            self._runs[submission.id] = self._train(submission, build.tag)
+        return self._runs[submission.id]
+
+    def scratch(self, submission: Submission, name: str) -> Path:
+        """A per-run working folder on the host, removed when the submission is finished."""
+        return self.settings.run_dir(self.run_id) / submission.slug / name
+
+    def _train(self, submission: Submission, image: str) -> TrainingRun:
+        artifacts = self.artifacts(submission)
+        scratch = self.scratch(submission, "output")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        scratch.chmod(0o777)  # the image may run as a non-root user
+        limits = self.profile.limits
+        try:
+            run = run_to_exit(
+                self.client,
+                image=image,
+                command=submission.train.command or None,
+                environment={"MNIST_ROOT": DATA_MOUNT, "OUTPUT_DIR": OUTPUT_MOUNT},
+                mounts=[
+                    docker.types.Mount(
+                        DATA_MOUNT, str(self.dataset.visible_dir), type="bind", read_only=True
+                    ),
+                    docker.types.Mount(OUTPUT_MOUNT, str(scratch), type="bind"),
+                ],
+                limits=ResourceLimits(
+                    cpus=limits.cpus,
+                    threads=self.threads,
+                    memory_mb=limits.memory_mb,
+                    pids=limits.pids,
+                    wall_seconds=limits.train_seconds,
+                ),
+                labels=grader_labels(self.run_id, submission.id, "train"),
+                log_path=artifacts / "train.log",
+                gpus=self.gpus,
+            )
+            model = _copy_out(scratch / submission.train.model_file, artifacts)
+            metrics = _copy_out(scratch / "metrics.json", artifacts)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        reported, notes = _reported_accuracy(metrics, run.log_path)
+        return TrainingRun(run, model, metrics, reported, notes)
+
+    def cuda_in_training_image(self, submission: Submission) -> bool | None:
+        """Whether torch sees CUDA in the training image with this grader's GPUs (None: the
+        image cannot tell, or it did not build)."""
+        build = self.training_build(submission)
+        if not build.ok:
+            return None
+        return torch_sees_cuda(
+            self.client, build.tag, self.gpus,
+            grader_labels(self.run_id, submission.id, "cuda-probe"),
+            self.scratch(submission, "cuda-probe") / "probe.log",
+        )  # fmt: skip
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def trained_model(self, submission: Submission) -> Path | None:
+        """The model training just produced, or None (training did not build, run or write it)."""
+        if not self.training_build(submission).ok:
+            return None
+        return self.training_run(submission).model_file
+
+    def serving_build(self, submission: Submission) -> ImageBuild:
+        """The inference image, built from a copy of the serve context holding the model."""
+        key = (submission.id, "serve")
+        if key in self._builds:
+            return self._builds[key]
+        serve = submission.serve
+        tag = self.image_tag(submission, "serve")
+        if not serve.context.is_dir():
+            build = ImageBuild(
+                tag,
+                None,
+                (),
+                problem=f"build context {submission.shown(serve.context)}/ is missing",
+            )
+        else:
+            context, origin = prepare_serve_context(
+                serve.context,
+                serve.model_path,
+                self.trained_model(submission),
+                self.scratch(submission, "serve-context"),
+            )
+            if context is None:
+                build = ImageBuild(tag, None, (), problem=origin)
+            elif not serve.dockerfile.is_relative_to(serve.context):
+                build = ImageBuild(
+                    tag,
+                    None,
+                    (),
+                    problem=f"{submission.shown(serve.dockerfile)} is outside the serve context",
+                )
+            else:
+                dockerfile = context / serve.dockerfile.relative_to(serve.context)
+                shown = submission.shown(serve.dockerfile)
+                build = self._build(submission, "serve", context, dockerfile, shown, origin)
+        self._builds[key] = build
+        return build
+
+    def server(self, submission: Submission) -> Server:
+        """The started inference container (the serving build must have succeeded)."""
+        if submission.id not in self._servers:
+            build = self.serving_build(submission)
+            assert build.ok, "server needs a successful serving build"
+            limits = self.profile.limits
+            running = start_server(
+                self.client,
+                image=build.tag,
+                ports=SERVER_PORTS,
+                limits=ResourceLimits(
+                    limits.cpus, limits.memory_mb, limits.pids, 0, threads=self.threads
+                ),
+                labels=grader_labels(self.run_id, submission.id, "serve"),
+                gpus=self.gpus,
+            )
+            published = {INFERENCE_PORT, MANAGEMENT_PORT} <= running.host_ports.keys()
+            api = (
+                TorchServeAPI(running.url(INFERENCE_PORT), running.url(MANAGEMENT_PORT))
+                if published
+                else None
+            )
+            self._servers[submission.id] = Server(running, api)
+        return self._servers[submission.id]
+
+    def server_healthy(self, submission: Submission) -> Outcome:
+        key = (submission.id, "healthy")
+        if key not in self._waits:
+            timeout = self.profile.limits.server_ready_seconds
+            self._waits[key] = wait_healthy(self.server(submission), timeout)
+        return self._waits[key]
+
+    def model_ready(self, submission: Submission) -> Outcome:
+        key = (submission.id, "ready")
+        if key not in self._waits:
+            timeout = self.profile.limits.server_ready_seconds
+            self._waits[key] = wait_model_ready(
+                self.server(submission), submission.serve.model_name, timeout
+            )
+        return self._waits[key]
+
+    def alpine_step(self, step: Literal["run", "interactive"]) -> StepResult:
+        """Lab step 1 on this host, done once per grader: every submission shares the answer."""
+        if step not in self._alpine_steps:
+            labels = grader_labels(self.run_id, LAB_STEPS, "alpine")
+            try:
+                self.base_images.ensure(ALPINE)
+            except BaseImageUnavailable as error:
+                result = StepResult(False, f"{error}; run `grader setup` to build the stand-in")
+            else:
+                if step == "run":
+                    result = run_listing(self.client, ALPINE, labels)
+                else:
+                    result = interactive_session(ALPINE, labels)
+                remove_labelled(self.client, labels, images=False)
+            self._alpine_steps[step] = result
+        return self._alpine_steps[step]
+
+    def finish(self, submission: Submission) -> None:
+        """Stop the submission's server (keeping its log) and remove its containers and images."""
+        server = self._servers.pop(submission.id, None)
+        if server is not None:
+            stop_server(server.running, self.artifacts(submission) / "server.log")
+        remove_labelled(
+            self.client,
+            {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission.id},
+            images=not self.keep_images,
+        )
+        shutil.rmtree(self.scratch(submission, ""), ignore_errors=True)
+
+    def close(self, whole_run: bool = True) -> None:
+        """Stop what is still running and remove what was made: this grader's, or the run's."""
+        for submission_id, server in self._servers.items():
+            stop_server(server.running, self.artifacts_root / slugify(submission_id) / "server.log")
+        self._servers.clear()
+        images = not self.keep_images
+        if whole_run:
+            remove_labelled(self.client, {RUN_LABEL: self.run_id}, images=images)
+            shutil.rmtree(self.settings.run_dir(self.run_id), ignore_errors=True)
+            if self.keep_images:
+                keep_images_of(self.settings, self.run_id)
+                removed = prune_kept_images(
+                    self.client, self.settings, self.image_cache_bytes, self.run_id
+                )
+                if removed:
+                    self.say(
+                        f"removed {len(removed)} image(s) kept by earlier runs, to stay within "
+                        f"{self.image_cache_bytes / 1e9:g} GB"
+                    )
+            return
+        for submission_id in self._touched:
+            labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission_id}
+            remove_labelled(self.client, labels, images=images)
+
+
+def _copy_out(source: Path, folder: Path) -> Path | None:
+    if not source.is_file() or source.is_symlink():
+        return None
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    return target
+
+
+def _reported_accuracy(
+    metrics: Path | None, log_path: Path
+) -> tuple[ReportedAccuracy | None, tuple[str, ...]]:
+    from_file = from_metrics(metrics) if metrics else None
+    if isinstance(from_file, ReportedAccuracy):
+        return from_file, ()
+    notes = (from_file,) if isinstance(from_file, str) else ()
+    log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
+    return from_log(log), notes

@@ -1,0 +1,671 @@
+"""The pytest plugin that grades submissions: options, session state, fixtures and report hooks.
+
+Registered through the `pytest11` entry point, so `pytest --submissions DIR --pyargs grader.checks`
+works in any folder; `grader grade` runs exactly that. Without `--submissions` the plugin only
+adds its options and the `check` marker, and stays out of the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NoReturn
+
+import docker
+import pytest
+
+from grader import __version__
+from grader.accuracy import training_curve
+from grader.cache import load as load_stored
+from grader.cache import rescore, submission_key
+from grader.cache import store as store_result
+from grader.containers import RUN_LABEL, SUBMISSION_LABEL, log_excerpt
+from grader.dataset import Dataset, load_dataset
+from grader.dockerfile import cuda_base_problem, read_dockerfile
+from grader.engine import connect
+from grader.errors import DockerfileError, GraderError, ManifestError
+from grader.gpus import (
+    check_selection,
+    chosen_gpus,
+    describe_device,
+    detect_gpus,
+    gpus_for_worker,
+)
+from grader.grading import (
+    Grader,
+    ImageBuild,
+    TrainingRun,
+    new_run_id,
+    share_host,
+    threads_per_container,
+)
+from grader.parallel import SubmissionScheduling
+from grader.progress import BOARD_KEY, Progress
+from grader.reports import summary_lines, write_reports, write_results
+from grader.results import (
+    CheckResult,
+    GradingReport,
+    Status,
+    SubmissionResult,
+    submission_from_json,
+    submission_to_json,
+)
+from grader.rubric import DEFAULT_RUBRIC, Profile, Rubric, load_rubric
+from grader.runs import RunLock, reap_dead_runs
+from grader.serving import Server
+from grader.settings import Settings
+from grader.standins import BASE_IMAGE
+from grader.submission import Submission, discover, load_submission, slugify
+
+CHECK_MARKER = "check"
+
+
+class CheckFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+    """A check that failed for a reason the student can act on; carries a log excerpt."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message, pytrace=False)
+        self.log = log
+
+
+def fail_check(message: str, log: str = "") -> NoReturn:
+    __tracebackhide__ = True
+    raise CheckFailure(message, log)
+
+
+def check(check_id: str) -> pytest.MarkDecorator:
+    """Mark a test as the rubric check `check_id`."""
+    return getattr(pytest.mark, CHECK_MARKER)(check_id)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lab5-grader", "lab5-grader (grading lab 5 submissions)")
+    group.addoption(
+        "--submissions",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a submission folder, or a folder of submissions (repeatable); turns grading on",
+    )
+    group.addoption("--profile", default="offline", help="rubric profile (default: offline)")
+    group.addoption("--rubric", default=None, metavar="FILE", help="rubric TOML file")
+    group.addoption(
+        "--report-dir", default="reports", metavar="DIR", help="where reports go (default: reports)"
+    )
+    group.addoption(
+        "--force",
+        action="store_true",
+        help="grade every submission again, even when a stored result is still valid",
+    )
+    group.addoption(
+        "--keep-images",
+        action="store_true",
+        help="keep each submission's images after grading (default: remove them)",
+    )
+    group.addoption(
+        "--image-cache-gb",
+        type=float,
+        default=20.0,
+        help="with --keep-images: images kept by earlier runs are removed, oldest first, while "
+        "all kept images take more than this (default 20)",
+    )
+    group.addoption(
+        "--gpus",
+        default="auto",
+        help="GPUs for containers: auto (when the engine has the NVIDIA runtime), none, all, ids",
+    )
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A submission folder found on the command line, loaded or with the reason it can't be."""
+
+    id: str
+    path: Path
+    submission: Submission | None
+    problem: ManifestError | None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{CHECK_MARKER}(id): the rubric check a test grades")
+    if not config.getoption("submissions"):
+        return
+    try:
+        rubric = load_rubric(Path(config.getoption("rubric") or DEFAULT_RUBRIC))
+        profile = rubric.profile(config.getoption("profile"))
+        intakes = _intake([Path(p) for p in config.getoption("submissions")])
+    except GraderError as error:
+        raise pytest.UsageError(str(error)) from None
+    try:
+        gpus = check_selection(config.getoption("gpus"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    session = GradingSession(config, rubric, profile, intakes, gpus)
+    config.stash[session_key] = session
+    config.pluginmanager.register(session, "lab5-grader-session")
+
+
+def _intake(paths: list[Path]) -> list[Intake]:
+    intakes: list[Intake] = []
+    seen: set[str] = set()
+    for path in discover(paths):
+        try:
+            submission: Submission | None = load_submission(path)
+            problem = None
+        except ManifestError as error:
+            submission, problem = None, error
+        submission_id = submission.id if submission else path.name
+        if submission_id in seen:  # two folders claim one student id: keep both, apart
+            submission_id = f"{submission_id} ({path.name})"
+        seen.add(submission_id)
+        intakes.append(Intake(submission_id, path, submission, problem))
+    return intakes
+
+
+session_key = pytest.StashKey["GradingSession"]()
+
+
+class SubmissionGrading:
+    """What a check sees: one submission, the grader's stages for it, and its result record."""
+
+    def __init__(self, session: GradingSession, intake: Intake) -> None:
+        self.session = session
+        self.intake = intake
+        self.result = session.result_for(intake)
+
+    @property
+    def profile(self) -> Profile:
+        return self.session.profile
+
+    @property
+    def submission(self) -> Submission:
+        """The loaded submission; an invalid `submission.toml` fails every check with its reason."""
+        __tracebackhide__ = True
+        if self.intake.submission is None:
+            fail_check(f"{self.intake.problem}; fix submission.toml and hand in again")
+        return self.intake.submission
+
+    @property
+    def grader(self) -> Grader:
+        return self.session.grader
+
+    def lint_dockerfile(self, half: Literal["train", "serve"]) -> None:
+        """Fail unless the half's Dockerfile parses and builds on a CUDA-enabled image."""
+        __tracebackhide__ = True
+        submission = self.submission
+        spec = submission.train if half == "train" else submission.serve
+        what = "training" if half == "train" else "inference"
+        try:
+            dockerfile = read_dockerfile(spec.dockerfile, submission.shown(spec.dockerfile))
+        except DockerfileError as error:
+            if not spec.dockerfile.exists():
+                fail_check(
+                    f"{error}: the {what} half is missing; put its Dockerfile at "
+                    f"{half}/Dockerfile or set {half}.context and {half}.dockerfile in "
+                    "submission.toml"
+                )
+            fail_check(str(error))
+        problem = cuda_base_problem(dockerfile)
+        if problem:
+            fail_check(problem)
+
+    def fail_unless_built(self, build: ImageBuild, what: str) -> None:
+        """The build check's verdict: the builder's error and the end of its log."""
+        __tracebackhide__ = True
+        if not build.ok:
+            log = self.log(build.build.log_path) if build.build else ""
+            fail_check(f"the {what} image did not build: {build.error}", log)
+
+    def _record_build(self, build: ImageBuild, role: str) -> ImageBuild:
+        for base in build.base_images:
+            if base.standin:
+                self.result.note(
+                    f"base image {base.reference} is not on this host and cannot be pulled; "
+                    f"the build used {base.standin.description}"
+                )
+        if build.build:
+            self.result.measurements[f"{role}_build_seconds"] = round(build.build.duration_s, 1)
+        return build
+
+    def _require(self, build: ImageBuild, what: str) -> ImageBuild:
+        __tracebackhide__ = True
+        if not build.ok:
+            pytest.skip(f"skipped: the {what} image did not build")
+        return build
+
+    def training_build(self) -> ImageBuild:
+        return self._record_build(self.grader.training_build(self.submission), "train")
+
+    def require_training_build(self) -> ImageBuild:
+        __tracebackhide__ = True
+        return self._require(self.training_build(), "training")
+
+    def training_run(self) -> TrainingRun:
+        self.require_training_build()
+        run = self.grader.training_run(self.submission)
+        self.result.measurements["train_device"] = describe_device(self.grader.gpus)
+        self.result.measurements["train_seconds"] = round(run.run.duration_s, 1)
+        self.result.measurements["train_exit_code"] = run.run.exit_code
+        if run.run.log_path.is_file():
+            log = run.run.log_path.read_text(encoding="utf-8", errors="replace")
+            self.result.training_curve = training_curve(log)
+        for note in run.notes:
+            self.result.note(note)
+        if self.grader.gpus != "none" and "train_cuda_available" not in self.result.measurements:
+            self._check_gpu_use()
+        return run
+
+    def _check_gpu_use(self) -> None:
+        """On a GPU host: could the student's training use the GPU it was given?"""
+        cuda = self.grader.cuda_in_training_image(self.submission)
+        self.result.measurements["train_cuda_available"] = cuda
+        device = describe_device(self.grader.gpus)
+        if cuda is False:
+            self.result.flag(
+                f"training was given {device}, but torch in the training image does not see CUDA "
+                "(torch.cuda.is_available() is False): it trained on the CPU; use a CUDA-enabled "
+                "base image and a CUDA build of torch"
+            )
+        elif cuda is None:
+            self.result.note(
+                f"training was given {device}; whether torch in the training image sees CUDA "
+                "could not be told (python3 -c 'import torch' did not run in it)"
+            )
+
+    def require_finished_training(self) -> TrainingRun:
+        __tracebackhide__ = True
+        run = self.training_run()
+        if not run.succeeded:
+            pytest.skip("skipped: training did not finish successfully")
+        return run
+
+    def serving_build(self) -> ImageBuild:
+        build = self._record_build(self.grader.serving_build(self.submission), "serve")
+        if build.model_origin == "committed":
+            self.result.note(
+                "training produced no model; the inference image was built with the model "
+                f"committed at {self.submission.serve.model_path} in the serve context"
+            )
+        return build
+
+    def server(self) -> Server:
+        __tracebackhide__ = True
+        self._require(self.serving_build(), "inference")
+        server = self.grader.server(self.submission)
+        self.result.measurements["serve_device"] = describe_device(self.grader.gpus)
+        for note in server.notes:
+            self.result.note(note)
+        return server
+
+    def require_healthy_server(self) -> Server:
+        __tracebackhide__ = True
+        server = self.server()
+        if not self.grader.server_healthy(self.submission).ok:
+            pytest.skip("skipped: the server did not answer /ping")
+        return server
+
+    def require_ready_model(self) -> Server:
+        __tracebackhide__ = True
+        server = self.require_healthy_server()
+        if not self.grader.model_ready(self.submission).ok:
+            pytest.skip("skipped: the model has no READY worker")
+        for note in server.notes:
+            self.result.note(note)
+        return server
+
+    def log(self, path: Path, lines: int = 30) -> str:
+        return log_excerpt(path, lines)
+
+
+class GradingSession:
+    """State of one grading run and the hooks that need it; registered as a plugin object."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        rubric: Rubric,
+        profile: Profile,
+        intakes: list[Intake],
+        gpus: str,
+    ) -> None:
+        self.config = config
+        self.rubric = rubric
+        self.profile = profile
+        self.intakes = {intake.id: intake for intake in intakes}
+        self.gpus = gpus
+        self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
+        self.report_dir = Path(config.getoption("report_dir")).resolve()
+        self.settings = Settings.from_env()
+        self._grader: Grader | None = None
+        self._lock: RunLock | None = None
+        self.report: GradingReport | None = None
+        self.force = bool(config.getoption("force"))
+        self.keep_images = bool(config.getoption("keep_images"))
+        self._progress = Progress(self._say)
+        self.keys: dict[str, str] = {}  # submission id -> key of what its grading depends on
+        self.reused: list[str] = []  # submissions whose stored results were taken
+        # With pytest-xdist, the controlling process owns the run (id, lock, reaping, reports);
+        # workers grade whole submissions and send their results along with each test report.
+        worker_input = getattr(config, "workerinput", None)
+        self.controls = worker_input is None
+        self.run_id = worker_input[RUN_ID_KEY] if worker_input else new_run_id()
+        self.workers = int(getattr(config.option, "numprocesses", 0) or 1)
+        if worker_input:
+            self.workers = int(worker_input[WORKERS_KEY])
+
+    @property
+    def grader(self) -> Grader:
+        assert self._grader is not None, "the grading session has not started"
+        return self._grader
+
+    def result_for(self, intake: Intake) -> SubmissionResult:
+        assert self.report is not None
+        result = self.report.submission(
+            intake.id, intake.path, self.report_dir / "artifacts" / slugify(intake.id)
+        )
+        if intake.submission:
+            result.student_name = intake.submission.student_name
+            for warning in intake.submission.warnings:
+                result.note(warning)
+        return result
+
+    # --- session -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist starts workers: they need the GPUs chosen
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        try:
+            client = connect()
+            dataset = load_dataset(self.settings.datasets_dir / self.profile.dataset)
+        except GraderError as error:
+            raise pytest.UsageError(
+                f"{error}\n(`grader setup --profile {self.profile.name}` prepares this host)"
+            ) from None
+        if self.controls:
+            reaped = reap_dead_runs(client, self.settings)
+            if reaped:
+                self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
+            self._lock = RunLock(self.settings, self.run_id)
+        engine_info = client.info()
+        self._grader = Grader(
+            client=client,
+            settings=self.settings,
+            profile=share_host(self.profile, engine_info, self.workers),
+            threads=threads_per_container(self.profile, engine_info, self.workers),
+            dataset=dataset,
+            artifacts_root=self.report_dir / "artifacts",
+            gpus=self._worker_gpus(client),
+            say=self._say,
+            keep_images=self.keep_images,
+            image_cache_bytes=int(float(self.config.getoption("image_cache_gb")) * 1e9),
+            run_id=self.run_id,
+        )
+        self.report = GradingReport(
+            run_id=self.run_id,
+            profile=self.profile.name,
+            rubric=str(self.rubric.path),
+            harness_version=__version__,
+        )
+        for intake in self.intakes.values():
+            self.result_for(intake)
+        self._take_stored_results(dataset)
+
+    def _worker_gpus(self, client: docker.DockerClient) -> str:
+        """This process's GPUs. The controller detects them once and hands them to workers."""
+        worker_input = getattr(self.config, "workerinput", None)
+        if worker_input is not None:
+            gpus = tuple(g for g in worker_input[GPUS_KEY].split(",") if g)
+            index = int(str(worker_input.get("workerid", "gw0")).removeprefix("gw") or 0)
+            return gpus_for_worker(gpus, index, self.workers)
+        if self.gpus != "none":
+            labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: "gpu-probe"}
+            detection = detect_gpus(client, BASE_IMAGE, labels)
+            self.gpu_ids = chosen_gpus(self.gpus, detection)
+            use = ", ".join(self.gpu_ids) or "none: containers run on the CPU"
+            self._say(f"GPUs: {detection.detail}; using {use}")
+        return gpus_for_worker(self.gpu_ids, 0, 1)  # grading here means grading alone
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: object) -> object:
+        return SubmissionScheduling(config, log)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: object) -> None:
+        """pytest-xdist: every worker grades under the controller's run id."""
+        workerinput = node.workerinput  # type: ignore[attr-defined]
+        workerinput[RUN_ID_KEY] = self.run_id
+        workerinput[WORKERS_KEY] = self.workers
+        workerinput[GPUS_KEY] = ",".join(self.gpu_ids)
+
+    def _say(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        # Progress goes to the terminal at once, not into the captured output of the check.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(f"[grader] {message}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.reused:
+            session.exitstatus = pytest.ExitCode.OK  # every submission came from stored results
+        if self._grader is not None:
+            with contextlib.suppress(Exception):
+                # A worker cleans up after its own submissions; the controller, after the run.
+                self._grader.close(whole_run=self.controls)
+        if self._lock is not None:
+            self._lock.release()
+        self._write(everything=True)
+
+    def _write(self, everything: bool = False) -> None:
+        if self.report is not None and self.controls:
+            (write_reports if everything else write_results)(self.report, self.report_dir)
+
+    # --- collection ----------------------------------------------------------------------------
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "grading" in metafunc.fixturenames:
+            ids = list(self.intakes)
+            metafunc.parametrize("grading_intake", ids, ids=ids, scope="function")
+
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        implemented = set()
+        for item in items:
+            marker = item.get_closest_marker(CHECK_MARKER)
+            if marker is None:
+                continue
+            check_id = marker.args[0]
+            implemented.add(check_id)
+            if check_id not in self.rubric.checks:
+                raise pytest.UsageError(
+                    f"{self.rubric.path}: check {check_id!r} has no entry; "
+                    f'add [checks."{check_id}"]'
+                )
+        missing = [check_id for check_id in self.rubric.checks if check_id not in implemented]
+        if missing:
+            raise pytest.UsageError(
+                f"{self.rubric.path}: checks {', '.join(missing)} are not implemented by the "
+                "collected check modules (run with --pyargs grader.checks)"
+            )
+        order = {check_id: index for index, check_id in enumerate(self.rubric.checks)}
+        submissions = {sid: index for index, sid in enumerate(self.intakes)}
+
+        def key(item: pytest.Item) -> tuple[int, int]:
+            marker = item.get_closest_marker(CHECK_MARKER)
+            sid = _intake_id(item)
+            if marker is None or sid is None:
+                return (len(submissions), 0)
+            return (submissions[sid], order[marker.args[0]])
+
+        items.sort(key=key)  # one submission's checks together, in rubric order
+        if self.reused:
+            skipped = [item for item in items if _intake_id(item) in self.reused]
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if _intake_id(item) not in self.reused]
+
+    def _take_stored_results(self, dataset: Dataset) -> None:
+        """Take unchanged submissions' stored results (re-scored) instead of grading them."""
+        assert self.report is not None
+        for intake in self.intakes.values():
+            if intake.submission is None:
+                continue
+            key = submission_key(intake.path, self.rubric, self.profile, dataset)
+            self.keys[intake.id] = key
+            stored = None if self.force else load_stored(self.report_dir, intake.id, key)
+            if stored is not None:
+                self.report.submissions[intake.id] = rescore(stored, self.rubric, self.profile)
+                self.reused.append(intake.id)
+        if self.reused:
+            self._say(
+                f"{len(self.reused)} unchanged submission(s) taken from stored results "
+                "(--force grades them again)"
+            )
+        self._progress.total = len(self.intakes) - len(self.reused)
+
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """After a submission's last check, stop its server and remove its images."""
+        current = _intake_id(item)
+        if current is None or (nextitem is not None and _intake_id(nextitem) == current):
+            return
+        submission = self.intakes[current].submission
+        if submission is not None and self._grader is not None:
+            try:
+                self._grader.finish(submission)
+            except Exception as error:  # cleaning up must never cost the next submission
+                self._say(f"cleaning up after {current} failed: {error}")
+        item.stash[_finished_key] = True
+
+    # --- results -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        report = yield
+        marker = item.get_closest_marker(CHECK_MARKER)
+        intake_id = _intake_id(item)
+        if marker is None or intake_id is None:
+            return report
+        if call.when == "teardown" and item.stash.get(_finished_key, False):
+            report.user_properties.append((FINISHED_PROPERTY, intake_id))
+        done = item.stash.setdefault(_recorded_key, False)
+        if done or (call.when != "call" and call.excinfo is None):
+            return report
+        status, message, log = _outcome(call)
+        check_id = marker.args[0]
+        spec = self.rubric.checks[check_id]
+        intake = self.intakes[intake_id]
+        result = self.result_for(intake)
+        result.checks[check_id] = CheckResult(
+            check_id=check_id,
+            title=spec.title,
+            status=status,
+            points=spec.points if status == "passed" else 0.0,
+            max_points=spec.points,
+            message=message,
+            log_excerpt=log,
+            duration_s=call.duration,
+        )
+        item.stash[_recorded_key] = True
+        # The result travels with the report to the controlling process (itself, when serial).
+        report.user_properties.append((RESULT_PROPERTY, json.dumps(submission_to_json(result))))
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
+        """On a terminal, the live board shows while the checks run."""
+        board = self.config.stash.get(BOARD_KEY, None) if self.controls else None
+        if board is not None:
+            board.show(self._progress.board)
+        try:
+            return (yield)
+        finally:
+            if board is not None:
+                board.hide()
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.controls:
+            self._progress.check_started(nodeid)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """In the controlling process: take results in and write the reports."""
+        if not self.controls or self.report is None:
+            return
+        self._progress.seen(report)
+        for name, value in report.user_properties:
+            if name == RESULT_PROPERTY:
+                result = submission_from_json(json.loads(str(value)))
+                self.report.submissions[result.submission_id] = result
+                self._write()
+            elif name == FINISHED_PROPERTY and str(value) in self.report.submissions:
+                finished = self.report.submissions[str(value)]
+                if str(value) in self.keys:
+                    store_result(self.report_dir, finished, self.keys[str(value)])
+                self._write(everything=True)
+                self._progress.finished(finished)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.report is None:
+            return
+        terminalreporter.section(
+            f"lab5-grader: profile {self.profile.name}, run {self.report.run_id}"
+        )
+        for line in summary_lines(self.report):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"reports: {self.report_dir}")
+
+
+_recorded_key = pytest.StashKey[bool]()
+_finished_key = pytest.StashKey[bool]()
+RESULT_PROPERTY = "lab5-grader.result"
+FINISHED_PROPERTY = "lab5-grader.finished"
+RUN_ID_KEY = "lab5_grader_run_id"
+WORKERS_KEY = "lab5_grader_workers"
+GPUS_KEY = "lab5_grader_gpus"
+
+
+def _intake_id(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("grading_intake") if callspec else None
+
+
+def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
+    if call.excinfo is None:
+        return "passed", "", ""
+    error = call.excinfo.value
+    if isinstance(error, CheckFailure):
+        return "failed", str(error.msg), error.log
+    if call.excinfo.errisinstance(pytest.skip.Exception):
+        return "skipped", str(error.msg), ""  # type: ignore[attr-defined]
+    if call.excinfo.errisinstance(pytest.fail.Exception):
+        return "failed", str(error.msg), ""  # type: ignore[attr-defined]
+    if isinstance(error, AssertionError):
+        return "failed", str(error) or "assertion failed", ""
+    # Anything else is a fault of the harness or the host, not of the student.
+    return "error", f"the grader could not run this check: {type(error).__name__}: {error}", ""
+
+
+@pytest.fixture
+def grading_intake() -> str:
+    """The id of the submission under grading; `--submissions` parametrizes it over all of them."""
+    pytest.skip("grading is off: pass --submissions PATH")
+
+
+@pytest.fixture
+def grading(request: pytest.FixtureRequest, grading_intake: str) -> SubmissionGrading:
+    """The submission under grading, with its stages and its result record."""
+    session = request.config.stash[session_key]
+    return SubmissionGrading(session, session.intakes[grading_intake])
+
+
+def checks_dir() -> Path:
+    """The folder of the check modules (`grader/checks`)."""
+    return Path(__file__).with_name("checks")
+
+
+# pytest's own exit codes that mean "grading ran": all checks passed, or some failed.
+GRADING_RAN = {pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED}

@@ -1,0 +1,345 @@
+"""The inference half: preparing the serve context, and checking a running TorchServe.
+
+Each function returns an outcome (passed, or the reason it did not with the evidence) rather
+than raising, so that the checks stay thin and a wait is done once per submission.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import requests
+from PIL import Image
+
+from grader.containers import RunningServer
+from grader.dataset import ROWS, Digits
+from grader.diagnosis import ContainerInspector, Listener
+from grader.predictions import PredictionFormatError, parse_prediction
+from grader.torchserve import (
+    TorchServeAPI,
+    is_token_error,
+    json_body,
+    model_names,
+    worker_statuses,
+)
+from grader.waiting import NotReady, Probe, wait_for
+
+INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT = 8080, 8081, 8082
+SERVER_PORTS = (INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT)
+LOOK_INSIDE_EVERY_S = 2.0
+BIND_ADVICE = (
+    "set inference_address=http://0.0.0.0:8080 and management_address=http://0.0.0.0:8081 in "
+    "config.properties"
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str = ""
+    log: str = ""
+
+
+@dataclass
+class Server:
+    """A started inference container and what the grader learned about it."""
+
+    running: RunningServer
+    api: TorchServeAPI | None  # None when the container exited before its ports were published
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def inspector(self) -> ContainerInspector:
+        return ContainerInspector(self.running.container.id)
+
+
+def prepare_serve_context(
+    context: Path, model_path: str, trained_model: Path | None, scratch: Path
+) -> tuple[Path | None, str]:
+    """Copy the serve context to `scratch` with the model at `model_path`.
+
+    Returns the model's origin ("trained" or "committed") or None with the reason there is none.
+    """
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(context, scratch, symlinks=True)
+    target = scratch / model_path
+    if trained_model is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(trained_model, target)
+        return scratch, "trained"
+    if target.is_file() and not target.is_symlink():
+        return scratch, "committed"
+    return None, (
+        f"there is no model to serve: training produced none and {model_path} is not in "
+        f"{context.name}/"
+    )
+
+
+def exited_outcome(server: Server) -> Outcome | None:
+    """A failure when the server container is no longer running, else None."""
+    state = server.running.state()
+    if state.get("Status") == "running":
+        return None
+    if state.get("OOMKilled"):
+        advice = "it was killed for exceeding its memory limit"
+    else:
+        advice = (
+            "a container stops when its main process ends: run TorchServe in the foreground "
+            "(`torchserve --foreground ...`, or the official image's `serve` entrypoint) rather "
+            "than `torchserve --start` alone"
+        )
+    return Outcome(
+        False,
+        f"the server container exited with code {state.get('ExitCode')} right after it started; "
+        f"{advice}",
+        server.running.log_tail(),
+    )
+
+
+def _use_token(server: Server) -> bool:
+    """Read key_file.json from the container and use its tokens; True when that worked."""
+    assert server.api is not None
+    if server.api.inference_key is not None:
+        return False
+    keys = server.inspector.key_file()
+    if not keys:
+        return False
+    server.api.use_keys(keys)
+    server.notes.append(
+        "token authorization is on (TorchServe's default since 0.11.1); the grader read the "
+        "keys from key_file.json in the container and sent them"
+    )
+    return True
+
+
+def wait_healthy(server: Server, timeout_s: float) -> Outcome:
+    exited = exited_outcome(server)
+    if exited or server.api is None:
+        return exited or Outcome(False, "the server container has no published ports")
+    api = server.api
+    last_look = [0.0]
+
+    def loopback_listener() -> Listener | None:
+        """A server bound to 127.0.0.1 inside stays unreachable: no need to wait it out."""
+        if time.monotonic() - last_look[0] < LOOK_INSIDE_EVERY_S:
+            return None
+        last_look[0] = time.monotonic()
+        listeners = server.inspector.listeners() or []
+        on_port = [entry for entry in listeners if entry.port == INFERENCE_PORT]
+        return on_port[0] if on_port and all(entry.loopback_only for entry in on_port) else None
+
+    def probe() -> Probe:
+        if server.running.state().get("Status") != "running":
+            return Probe(done=True, value="exited")
+        try:
+            response = api.ping()
+        except requests.RequestException as error:
+            listener = loopback_listener()
+            if listener is not None:
+                return Probe(done=True, value=listener)
+            return Probe(seen=f"no HTTP answer ({type(error).__name__})")
+        if is_token_error(response):
+            if _use_token(server):
+                return Probe(seen="token required; retrying with the key from key_file.json")
+            return Probe(seen=f"HTTP {response.status_code}: token authorization failed and no "
+                         "key_file.json was found in the container")  # fmt: skip
+        body = json_body(response)
+        if (
+            response.status_code == 200
+            and isinstance(body, dict)
+            and body.get("status") == "Healthy"
+        ):
+            return Probe(done=True, value="healthy")
+        return Probe(seen=f"HTTP {response.status_code} {response.text.strip()[:200]!r}")
+
+    url = f"{api.inference_url}/ping"
+    try:
+        outcome = wait_for(
+            probe, what=f"GET {url}", expected='{"status": "Healthy"}', timeout_s=timeout_s
+        )
+    except NotReady as error:
+        return _diagnose_unreachable(server, error)
+    if isinstance(outcome, Listener):
+        return Outcome(
+            False,
+            f"TorchServe listens on {outcome.address}:{INFERENCE_PORT} inside the container, "
+            f"which the published port cannot reach, so GET {url} gets no answer; {BIND_ADVICE}",
+            server.running.log_tail(),
+        )
+    if outcome == "exited":
+        return exited_outcome(server) or Outcome(False, "the server container stopped")
+    return Outcome(True)
+
+
+def _diagnose_unreachable(server: Server, error: NotReady) -> Outcome:
+    log = server.running.log_tail()
+    if not error.seen.startswith("no HTTP answer"):
+        return Outcome(False, str(error), log)
+    inspector = server.inspector
+    listeners = inspector.listeners()
+    if listeners is not None and not any(entry.port == INFERENCE_PORT for entry in listeners):
+        processes = inspector.processes() or []
+        running = "; ".join(processes[:8]) or "none visible"
+        return Outcome(
+            False,
+            f"nothing listens on port {INFERENCE_PORT} inside the container (processes: "
+            f"{running}); start TorchServe with its inference API on 0.0.0.0:{INFERENCE_PORT} "
+            f"({error})",
+            log,
+        )
+    return Outcome(False, str(error), log)
+
+
+def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
+    exited = exited_outcome(server)
+    if exited or server.api is None:
+        return exited or Outcome(False, "the server container has no published ports")
+    api = server.api
+
+    def probe() -> Probe:
+        if server.running.state().get("Status") != "running":
+            return Probe(done=True, value=("exited", []))
+        try:
+            response = api.describe(model)
+            if is_token_error(response) and _use_token(server):
+                response = api.describe(model)
+            if response.status_code == 404:
+                registered = model_names(json_body(api.models()))
+                if registered:
+                    return Probe(done=True, value=("missing", registered))
+                return Probe(seen="no model is registered")
+        except requests.RequestException as error:
+            return Probe(seen=f"no HTTP answer from the management API ({type(error).__name__})")
+        if response.status_code != 200:
+            return Probe(seen=f"HTTP {response.status_code} {response.text.strip()[:200]!r}")
+        statuses = worker_statuses(json_body(response))
+        if "READY" in statuses:
+            return Probe(done=True, value=("ready", statuses))
+        return Probe(seen=f"workers: {', '.join(statuses) or 'none'}")
+
+    log = server.running.log_tail
+    try:
+        kind, found = wait_for(  # type: ignore[misc]
+            probe,
+            what=f"GET {api.management_url}/models/{model}",
+            expected="a worker with status READY",
+            timeout_s=timeout_s,
+        )
+    except NotReady as error:
+        if error.seen == "no model is registered":
+            archives = server.inspector.model_archives()
+            where = f"; archives in the image: {', '.join(archives)}" if archives else ""
+            return Outcome(
+                False,
+                f"no model is registered within {timeout_s:g} s{where}; load it at start-up "
+                f"with `--models {model}={model}.mar` or `load_models={model}.mar` in "
+                "config.properties (registering models after start-up is disabled by default)",
+                log(),
+            )
+        if error.seen.startswith("workers"):
+            return Outcome(
+                False,
+                f"no worker of model {model!r} became READY within {timeout_s:g} s "
+                f"({error.seen}); the model probably fails to load: see the server log",
+                _failure_lines(log(200)) or log(),
+            )
+        return Outcome(False, str(error), log())
+    if kind == "exited":
+        return exited_outcome(server) or Outcome(False, "the server container stopped")
+    if kind == "missing":
+        return Outcome(
+            False,
+            f"model {model!r} is not registered; the server has {', '.join(found)}. Register it "
+            f"as {model!r} (torch-model-archiver --model-name {model}) or set serve.model_name "
+            "in submission.toml",
+        )
+    return Outcome(True)
+
+
+def _failure_lines(log: str, context: int = 3) -> str:
+    """The lines of a server log around errors, so a long log shows what matters."""
+    lines = log.splitlines()
+    keep: set[int] = set()
+    for index, line in enumerate(lines):
+        if any(word in line for word in ("Traceback", "Error", "Exception", "died")):
+            keep.update(range(max(0, index - context), min(len(lines), index + context + 1)))
+    return "\n".join(lines[i] for i in sorted(keep)[-60:])
+
+
+class PredictionError(Exception):
+    pass
+
+
+def predict_digit(api: TorchServeAPI, model: str, body: bytes) -> int:
+    """The digit the server predicts for an image; PredictionError says what went wrong."""
+    try:
+        response = api.predict(model, body)
+    except requests.RequestException as error:
+        raise PredictionError(f"no answer from /predictions/{model} ({error})") from error
+    if response.status_code != 200:
+        raise PredictionError(
+            f"/predictions/{model} answered HTTP {response.status_code}: "
+            f"{response.text.strip()[:300]!r}"
+        )
+    try:
+        return parse_prediction(response.content)
+    except PredictionFormatError as error:
+        raise PredictionError(str(error)) from error
+
+
+def png(pixels: bytes) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("L", (ROWS, ROWS), pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class HeldoutResult:
+    total: int
+    correct: int
+    errors: list[str]  # the first few distinct request or format errors
+    error_count: int
+    wrong: list[tuple[int, int, int]]  # (index, label, predicted)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def predict_heldout(
+    api: TorchServeAPI, model: str, digits: Digits, concurrency: int
+) -> HeldoutResult:
+    """Send every hidden digit as a PNG, at most `concurrency` requests in flight."""
+    local = threading.local()
+
+    def one(index: int) -> tuple[int, int | None, str | None]:
+        if not hasattr(local, "api"):
+            local.api = replace(api, session=requests.Session())
+        try:
+            return index, predict_digit(local.api, model, png(digits.image(index))), None
+        except PredictionError as error:
+            return index, None, str(error)
+
+    correct = 0
+    errors: list[str] = []
+    error_count = 0
+    wrong: list[tuple[int, int, int]] = []
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for index, predicted, error in pool.map(one, range(digits.count)):
+            label = digits.labels[index]
+            if error is not None:
+                error_count += 1
+                if error not in errors and len(errors) < 5:
+                    errors.append(error)
+            elif predicted == label:
+                correct += 1
+            else:
+                wrong.append((index, label, predicted))
+    return HeldoutResult(digits.count, correct, errors, error_count, wrong)

@@ -1,0 +1,52 @@
+"""Verdicts that depend only on measurements and targets.
+
+The live checks and the re-scoring of stored results (after a rubric change) both use these, so a
+re-scored report says exactly what a fresh run would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grader.rubric import Targets
+
+INTEGRITY_FLAG_START = "reported accuracy "
+
+
+def reported_accuracy_problem(value: float, where: str, target: float) -> str | None:
+    if value >= target:
+        return None
+    return (
+        f"reported accuracy {value:.4f} ({where}) is below the target {target:.4f}; train "
+        "longer or improve the model"
+    )
+
+
+def heldout_accuracy_problem(measurements: dict[str, Any], target: float) -> str | None:
+    measured = measurements["heldout_accuracy"]
+    if measured >= target:
+        return None
+    failures = measurements.get("heldout_errors", 0)
+    example = measurements.get("heldout_error_example")
+    errors = f"; {failures} requests failed, e.g. {example}" if failures and example else ""
+    return (
+        f"accuracy on {measurements['heldout_total']} hidden digits is {measured:.4f}, below the "
+        f"target {target:.4f}{errors}; if training reported more, the served model may differ "
+        "from the trained one (model definition, preprocessing)"
+    )
+
+
+def integrity_flag(measurements: dict[str, Any], targets: Targets) -> str | None:
+    """A flag when the reported accuracy is far above what the grader measured."""
+    reported = measurements.get("reported_accuracy")
+    measured = measurements.get("heldout_accuracy")
+    gap = targets.integrity_gap
+    if not isinstance(reported, float) or not isinstance(measured, float):
+        return None
+    if reported - measured <= gap:
+        return None
+    return (
+        f"{INTEGRITY_FLAG_START}{reported:.4f} is more than {gap:.2f} above the accuracy the "
+        f"grader measured on hidden digits ({measured:.4f}); check that the reported figure "
+        "comes from a real test run of the served model"
+    )

@@ -1,0 +1,56 @@
+"""Polling with a deadline, for readiness waits that must never hang and must explain a timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Probe:
+    """The outcome of one poll: `value` when the wait is over, else what was seen this time."""
+
+    value: object = None
+    seen: str = ""
+    done: bool = False
+
+
+class NotReady(Exception):
+    """A wait that ran out: says what was polled, what was expected and what came back last."""
+
+    def __init__(self, what: str, expected: str, seen: str, timeout_s: float) -> None:
+        self.what = what
+        self.expected = expected
+        self.seen = seen
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"{what} did not give {expected} within {timeout_s:g} s; last seen: {seen or 'nothing'}"
+        )
+
+
+def wait_for(
+    probe: Callable[[], Probe],
+    *,
+    what: str,
+    expected: str,
+    timeout_s: float,
+    interval_s: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> object:
+    """Call `probe` until it reports done or `timeout_s` passes; return its value or raise."""
+    deadline = clock() + timeout_s
+    seen = ""
+    while True:
+        outcome = probe()
+        if outcome.done:
+            return outcome.value
+        seen = outcome.seen or seen
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise NotReady(what, expected, seen, timeout_s)
+        sleep(min(interval_s, remaining))
