@@ -16,6 +16,7 @@ from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
 from grader.engine import ensure_engine
 from grader.errors import DatasetError, GraderError
 from grader.hints import LANGUAGES, WORDS, check_table, default_language
+from grader.intake import is_archive
 from grader.progress import TerminalBoard
 from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
@@ -239,7 +240,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Grade one submission as `grade` would, then a table and hints a student can act on."""
     path = Path(args.path).resolve()
-    if not is_submission_dir(path):
+    if not (is_submission_dir(path) or is_archive(path)):
         raise GraderError(
             f"{path} is not a submission folder (it has no submission.toml, train/ or serve/); "
             "run `grader check` inside your submission, or give its path"

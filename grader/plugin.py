@@ -42,6 +42,7 @@ from grader.grading import (
     share_host,
     threads_per_container,
 )
+from grader.intake import ArchiveRefused, archive_stem, is_archive, unpack
 from grader.parallel import SubmissionScheduling
 from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
@@ -126,7 +127,7 @@ class Intake:
     id: str
     path: Path
     submission: Submission | None
-    problem: ManifestError | None
+    problem: GraderError | None  # an invalid submission.toml or a refused archive
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,7 +137,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         rubric = load_rubric(Path(config.getoption("rubric") or DEFAULT_RUBRIC))
         profile = rubric.profile(config.getoption("profile"))
-        intakes = _intake([Path(p) for p in config.getoption("submissions")])
+        report_dir = Path(config.getoption("report_dir"))
+        intakes = _intake([Path(p) for p in config.getoption("submissions")], report_dir / "intake")
     except GraderError as error:
         raise pytest.UsageError(str(error)) from None
     try:
@@ -148,16 +150,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "lab5-grader-session")
 
 
-def _intake(paths: list[Path]) -> list[Intake]:
+def _intake(paths: list[Path], unpack_into: Path) -> list[Intake]:
     intakes: list[Intake] = []
     seen: set[str] = set()
     for path in discover(paths):
+        submission: Submission | None = None
+        problem: GraderError | None = None
+        name = archive_stem(path) if is_archive(path) else path.name
         try:
-            submission: Submission | None = load_submission(path)
-            problem = None
-        except ManifestError as error:
-            submission, problem = None, error
-        submission_id = submission.id if submission else path.name
+            if is_archive(path):
+                path = unpack(path, unpack_into)
+            submission = load_submission(path)
+        except (ManifestError, ArchiveRefused) as error:
+            problem = error
+        submission_id = submission.id if submission else name
         if submission_id in seen:  # two folders claim one student id: keep both, apart
             submission_id = f"{submission_id} ({path.name})"
         seen.add(submission_id)
@@ -185,7 +191,10 @@ class SubmissionGrading:
         """The loaded submission; an invalid `submission.toml` fails every check with its reason."""
         __tracebackhide__ = True
         if self.intake.submission is None:
-            fail_check(f"{self.intake.problem}; fix submission.toml and hand in again")
+            fix = "fix submission.toml and hand in again"
+            if isinstance(self.intake.problem, ArchiveRefused):
+                fix = "hand in an archive of regular files inside one folder"
+            fail_check(f"{self.intake.problem}; {fix}")
         return self.intake.submission
 
     @property

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import ManifestError
+from grader.intake import is_archive
 
 MANIFEST = "submission.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -67,20 +68,24 @@ def is_submission_dir(path: Path) -> bool:
 
 
 def discover(paths: list[Path]) -> list[Path]:
-    """Submission folders named by `paths`: each is a submission or a folder of submissions."""
+    """Submissions named by `paths`: each is a submission (a folder or an archive) or a folder
+    of them."""
     found: list[Path] = []
     for path in paths:
         if not path.exists():
             raise ManifestError(f"{path}: no such file or folder")
-        if is_submission_dir(path):
+        if is_submission_dir(path) or is_archive(path):
             found.append(path.resolve())
             continue
         children = (
-            sorted(p for p in path.iterdir() if is_submission_dir(p)) if path.is_dir() else []
+            sorted(p for p in path.iterdir() if is_submission_dir(p) or is_archive(p))
+            if path.is_dir()
+            else []
         )
         if not children:
             raise ManifestError(
-                f"{path}: not a submission (no {MANIFEST}, train/ or serve/) and holds none"
+                f"{path}: not a submission (no {MANIFEST}, train/ or serve/, not a .zip or "
+                ".tar.gz) and holds none"
             )
         found.extend(child.resolve() for child in children)
     return found
