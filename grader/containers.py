@@ -34,6 +34,11 @@ ROLE_LABEL = f"{LABEL_PREFIX}role"
 # and the end of a log (final accuracy, last error) matters most.
 LOG_HEAD_BYTES = 1 << 20
 LOG_TAIL_BYTES = 4 << 20
+# What the engine itself keeps of a container's output: a container printing gigabytes must not
+# fill Docker's disk. Two rotated files of 50 MB; the harness keeps head and tail of what is left.
+ENGINE_LOG = docker.types.LogConfig(
+    type=docker.types.LogConfig.types.JSON, config={"max-size": "50m", "max-file": "2"}
+)
 
 
 STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)  # classic builder's step ids
@@ -85,13 +90,27 @@ def build_image(
     log_path: Path,
     timeout_s: float,
     buildargs: Mapping[str, str] | None = None,
+    max_context_bytes: int | None = None,
 ) -> BuildResult:
-    """Build with the classic builder, streaming its output to `log_path`.
+    """Build with the classic builder, streaming its output to `log_path` (its first
+    LOG_HEAD_BYTES and last LOG_TAIL_BYTES).
 
-    At the time limit the connection is shut down, which makes the engine cancel the build and
-    remove its intermediate container.
+    A build context over `max_context_bytes` is refused before anything is sent. At the time
+    limit the connection is shut down, which makes the engine cancel the build and remove its
+    intermediate container.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    files, size = context_size(context, dockerfile)
+    if max_context_bytes is not None and size > max_context_bytes:
+        error = (
+            f"the build context {context.name}/ is {size / 1e6:,.0f} MB, more than the limit of "
+            f"{max_context_bytes / 1e6:,.0f} MB; leave datasets, virtualenvs and checkpoints out "
+            "(the grader mounts MNIST at /data) or list them in .dockerignore"
+        )
+        log_path.write_text(
+            f"build context: {files:,} files, {size / 1e6:.1f} MB\nERROR: {error}\n"
+        )
+        return BuildResult(tag, False, log_path, 0.0, error)
     api = docker.APIClient(version=client.api.api_version, timeout=None,
                            **docker.utils.kwargs_from_env())  # fmt: skip
     connections: list[socket.socket] = []
@@ -113,8 +132,7 @@ def build_image(
     error: str | None = None
     image_id: str | None = None
     step_images: list[str] = []  # the FROM image, then one per finished step
-    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
-        files, size = context_size(context, dockerfile)
+    with CappedLog(log_path) as log:
         log.write(f"build context: {files:,} file{'s' * (files != 1)}, {size / 1e6:.1f} MB\n")
         try:
             watchdog.start()
@@ -240,6 +258,7 @@ def run_to_exit(
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         labels=dict(labels),
+        log_config=ENGINE_LOG,
         device_requests=device_requests(gpus),
     )
     started = time.monotonic()
@@ -302,11 +321,15 @@ def start_server(
     limits: ResourceLimits,
     labels: Mapping[str, str],
     gpus: str = "none",
+    network: str | None = None,
 ) -> RunningServer:
-    """Start a sandboxed server with `ports` published on 127.0.0.1 at free host ports."""
+    """Start a sandboxed server with `ports` published on 127.0.0.1 at free host ports, on
+    `network` when given (a network of its own keeps it from other submissions' containers)."""
     container = client.containers.run(
         image,
         detach=True,
+        network=network,
+        log_config=ENGINE_LOG,
         ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
         environment={"OMP_NUM_THREADS": str(limits.compute_threads)},
         nano_cpus=int(limits.cpus * 1e9),
@@ -341,36 +364,73 @@ def stop_server(server: RunningServer, log_path: Path) -> None:
 
 def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:
     """Write a log, keeping its first LOG_HEAD_BYTES and last LOG_TAIL_BYTES."""
-    head = bytearray()
-    tail = bytearray()
-    dropped = 0
-    for chunk in chunks:
-        room = LOG_HEAD_BYTES - len(head)
-        if room > 0:
-            head.extend(chunk[:room])
-            chunk = chunk[room:]
-        tail.extend(chunk)
-        if len(tail) > LOG_TAIL_BYTES:
-            excess = len(tail) - LOG_TAIL_BYTES
-            dropped += excess
-            del tail[:excess]
-    with open(path, "wb") as log:
-        log.write(head)
-        if dropped:
-            log.write(f"\n[grader] ... {dropped} bytes of output cut here ...\n".encode())
-        log.write(tail)
+    with CappedLog(path) as log:
+        for chunk in chunks:
+            log.write(chunk)
+
+
+class CappedLog:
+    """A log file that keeps its first LOG_HEAD_BYTES as they come (so a running stage's log can
+    be read) and its last LOG_TAIL_BYTES, written when it is closed; the rest is counted."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115  # closed in close()
+        self._head_left = LOG_HEAD_BYTES
+        self._tail = bytearray()
+        self._dropped = 0
+
+    def write(self, data: bytes | str) -> None:
+        chunk = data.encode("utf-8", errors="replace") if isinstance(data, str) else data
+        if self._head_left > 0:
+            head, chunk = chunk[: self._head_left], chunk[self._head_left :]
+            self._file.write(head)
+            self._file.flush()
+            self._head_left -= len(head)
+        self._tail.extend(chunk)
+        if len(self._tail) > LOG_TAIL_BYTES:
+            excess = len(self._tail) - LOG_TAIL_BYTES
+            self._dropped += excess
+            del self._tail[:excess]
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._dropped:
+            self._file.write(
+                f"\n[grader] ... {self._dropped} bytes of output cut here ...\n".encode()
+            )
+        self._file.write(self._tail)
+        self._file.close()
+
+    def __enter__(self) -> CappedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def own_network(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> str:
+    """A bridge network of one submission's own, labelled for clean-up; its name."""
+    client.networks.create(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+    return name
 
 
 def remove_labelled(
     client: docker.DockerClient, labels: Mapping[str, str], images: bool = True
 ) -> int:
-    """Remove every container (and image, unless told not to) carrying all of `labels`."""
+    """Remove every container and network (and image, unless told not to) carrying all of
+    `labels`."""
     selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
     removed = 0
     for container in client.containers.list(all=True, filters=selector):
         # NotFound or "removal already in progress": either way it is going.
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
+            removed += 1
+    for network in client.networks.list(filters=selector):
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
             removed += 1
     for image in client.images.list(filters=selector) if images else []:
         with contextlib.suppress(docker.errors.APIError):

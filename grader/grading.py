@@ -29,6 +29,7 @@ from grader.containers import (
     RunResult,
     build_image,
     grader_labels,
+    own_network,
     remove_labelled,
     run_to_exit,
     start_server,
@@ -215,6 +216,7 @@ class Grader:
             labels=grader_labels(self.run_id, submission.id, role),
             log_path=self.artifacts(submission) / f"{role}-build.log",
             timeout_s=self.profile.limits.build_seconds,
+            max_context_bytes=int(self.profile.limits.build_context_mb * 1e6),
         )
         return ImageBuild(tag, build, bases, model_origin=model_origin)
 
@@ -338,6 +340,11 @@ class Grader:
                 ),
                 labels=grader_labels(self.run_id, submission.id, "serve"),
                 gpus=self.gpus,
+                network=own_network(
+                    self.client,
+                    f"lab5-grader-{self.run_id}-{submission.slug}",
+                    grader_labels(self.run_id, submission.id, "serve"),
+                ),
             )
             published = {INFERENCE_PORT, MANAGEMENT_PORT} <= running.host_ports.keys()
             api = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,15 @@ class SubmissionGrading:
     def submission(self) -> Submission:
         """The loaded submission; an invalid `submission.toml` fails every check with its reason."""
         __tracebackhide__ = True
+        elapsed = time.monotonic() - self.session.started.setdefault(
+            self.intake.id, time.monotonic()
+        )
+        limit = self.profile.limits.submission_seconds
+        if elapsed > limit:
+            fail_check(
+                f"the submission used up its {limit:g} s (limit submission_seconds) after "
+                f"{elapsed:.0f} s; this check and the ones left were not run"
+            )
         if self.intake.submission is None:
             fix = "fix submission.toml and hand in again"
             if isinstance(self.intake.problem, ArchiveRefused):
@@ -346,6 +356,7 @@ class GradingSession:
         self.intakes = {intake.id: intake for intake in intakes}
         self.gpus = gpus
         self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
+        self.started: dict[str, float] = {}  # submission id -> when its first check began
         self.report_dir = Path(config.getoption("report_dir")).resolve()
         self.settings = Settings.from_env()
         self._grader: Grader | None = None

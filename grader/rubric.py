@@ -58,6 +58,8 @@ class Limits:
     pids: int
     server_ready_seconds: float
     predict_concurrency: int
+    build_context_mb: float = 500.0  # a larger build context is refused before it is sent
+    submission_seconds: float = 3600.0  # all of one submission's checks together
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,12 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             predict_concurrency=int(
                 reader.number(limits, limit_key, "predict_concurrency", minimum=1, maximum=64)
             ),
+            build_context_mb=reader.number(
+                limits, limit_key, "build_context_mb", minimum=1, default=500.0
+            ),
+            submission_seconds=reader.number(
+                limits, limit_key, "submission_seconds", minimum=1, default=3600.0
+            ),
         ),
     )
 
@@ -228,9 +236,12 @@ class _Reader:
         key: str,
         minimum: float | None = None,
         maximum: float | None = None,
+        default: float | None = None,
     ) -> float:
         full = self._join(parent, key)
         if key not in table:
+            if default is not None:
+                return default
             self.fail(full, "missing")
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -59,6 +59,8 @@ def reap_dead_runs(client: docker.DockerClient, settings: Settings) -> list[str]
         run_ids.add(container.labels.get(RUN_LABEL, ""))
     for image in client.images.list(filters={"label": RUN_LABEL}):
         run_ids.add((image.labels or {}).get(RUN_LABEL, ""))
+    for network in client.networks.list(filters={"label": RUN_LABEL}):
+        run_ids.add((network.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
     reaped = []
     for run_id in sorted(run_ids - {""}):
         if is_alive(settings, run_id):

@@ -307,34 +307,58 @@ class HeldoutResult:
     errors: list[str]  # the first few distinct request or format errors
     error_count: int
     wrong: list[tuple[int, int, int]]  # (index, label, predicted)
+    not_sent: int = 0  # after too many failures in a row
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
 
+STOP_AFTER_FAILURES = 12  # in a row, with no answer read: the server is broken or stuck
+
+
 def predict_heldout(
     api: TorchServeAPI, model: str, digits: Digits, concurrency: int
 ) -> HeldoutResult:
-    """Send every hidden digit as a PNG, at most `concurrency` requests in flight."""
+    """Send every hidden digit as a PNG, at most `concurrency` requests in flight.
+
+    After STOP_AFTER_FAILURES failures in a row (say, a handler stuck in a loop, each request
+    waiting out its timeout) the rest are not sent: they count as failed.
+    """
     local = threading.local()
+    lock = threading.Lock()
+    failures_in_a_row = 0
+    stopped = threading.Event()
 
     def one(index: int) -> tuple[int, int | None, str | None]:
+        nonlocal failures_in_a_row
+        if stopped.is_set():
+            return index, None, None
         if not hasattr(local, "api"):
             local.api = replace(api, session=requests.Session())
         try:
-            return index, predict_digit(local.api, model, png(digits.image(index))), None
+            predicted = predict_digit(local.api, model, png(digits.image(index)))
         except PredictionError as error:
+            with lock:
+                failures_in_a_row += 1
+                if failures_in_a_row >= STOP_AFTER_FAILURES:
+                    stopped.set()
             return index, None, str(error)
+        with lock:
+            failures_in_a_row = 0
+        return index, predicted, None
 
     correct = 0
     errors: list[str] = []
-    error_count = 0
+    error_count = not_sent = 0
     wrong: list[tuple[int, int, int]] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for index, predicted, error in pool.map(one, range(digits.count)):
             label = digits.labels[index]
-            if error is not None:
+            if predicted is None and error is None:
+                not_sent += 1
+                error_count += 1
+            elif error is not None:
                 error_count += 1
                 if error not in errors and len(errors) < 5:
                     errors.append(error)
@@ -342,4 +366,9 @@ def predict_heldout(
                 correct += 1
             else:
                 wrong.append((index, label, predicted))
-    return HeldoutResult(digits.count, correct, errors, error_count, wrong)
+    if not_sent:
+        errors.append(
+            f"stopped after {STOP_AFTER_FAILURES} failed requests in a row; {not_sent} digits "
+            "were not sent"
+        )
+    return HeldoutResult(digits.count, correct, errors, error_count, wrong, not_sent)

@@ -113,7 +113,8 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
     if flag:
         grading.result.flag(flag)
     if result.error_count == result.total:
-        fail_check(f"every prediction failed; first error: {result.errors[0]}")
+        stopped = f"; {result.errors[-1]}" if result.not_sent else ""
+        fail_check(f"every prediction failed; first error: {result.errors[0]}{stopped}")
     problem = heldout_accuracy_problem(
         grading.result.measurements, profile.targets.heldout_accuracy
     )

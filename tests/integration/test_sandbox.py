@@ -7,6 +7,7 @@ import time
 import docker
 import docker.types
 import pytest
+import requests
 
 from grader.containers import (
     LOG_HEAD_BYTES,
@@ -15,8 +16,10 @@ from grader.containers import (
     ResourceLimits,
     build_image,
     grader_labels,
+    own_network,
     remove_labelled,
     run_to_exit,
+    start_server,
 )
 from grader.engine import connect
 from grader.standins import BASE_IMAGE
@@ -187,3 +190,81 @@ def test_a_failed_build_leaves_no_step_images(client, labels, tmp_path):
         with pytest.raises(docker.errors.ImageNotFound):
             client.images.get(step)
     client.images.get(steps[0])  # the base image stays
+
+
+def test_servers_on_their_own_networks_reach_the_host_but_not_each_other(client, labels, tmp_path):
+    from grader.baseimages import BaseImageProvider
+    from grader.labsteps import ALPINE
+    from grader.settings import Settings
+
+    BaseImageProvider(client, Settings.from_env(), print).ensure(ALPINE)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {ALPINE}\nRUN mkdir /www && hostname > /www/index.html\n"
+        'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+    image = "lab5-grader/test-httpd:latest"
+    built = build_image(client, context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag=image,
+                        labels=labels, log_path=tmp_path / "build.log", timeout_s=120)  # fmt: skip
+    assert built.ok, built.error
+    run = labels["lab5-grader.run"]
+    servers = {}
+    for name in ("a", "b"):
+        network = own_network(client, f"lab5-grader-{run}-{name}", labels)
+        servers[name] = start_server(
+            client, image=image, ports=[8080], limits=LIMITS, labels=labels, network=network
+        )
+    a, b = servers["a"], servers["b"]
+    for server in (a, b):  # published on 127.0.0.1 only
+        bindings = server.container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
+        assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
+    answer, deadline = None, time.monotonic() + 20
+    while answer is None and time.monotonic() < deadline:
+        try:
+            answer = requests.get(b.url(8080) + "/", timeout=2)
+        except requests.RequestException:
+            time.sleep(0.3)
+    assert answer is not None and answer.status_code == 200
+    address = next(iter(b.container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    probe = a.container.exec_run(["wget", "-q", "-T", "3", "-O", "-", f"http://{address}:8080/"])
+    assert probe.exit_code != 0, probe.output  # another submission's server is out of reach
+    remove_labelled(client, labels)
+    assert client.networks.list(filters={"label": f"lab5-grader.run={run}"}) == []
+
+
+def test_a_build_context_over_the_limit_is_refused_before_it_is_sent(client, labels, tmp_path):
+    (tmp_path / "dataset.bin").write_bytes(b"\0" * 3_000_000)
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY dataset.bin /\n")
+    result = build_image(
+        client, context=tmp_path, dockerfile=tmp_path / "Dockerfile",
+        tag="lab5-grader/test-build:context", labels=labels, log_path=tmp_path / "build.log",
+        timeout_s=60, max_context_bytes=2_000_000,
+    )  # fmt: skip
+    assert not result.ok
+    assert result.error == (
+        f"the build context {tmp_path.name}/ is 3 MB, more than the limit of 2 MB; leave datasets, "
+        "virtualenvs and checkpoints out (the grader mounts MNIST at /data) or list them in "
+        ".dockerignore"
+    )
+    assert result.log_path.read_text().startswith("build context: 2 files, 3.0 MB\n")
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get("lab5-grader/test-build:context")
+    (tmp_path / ".dockerignore").write_text("*.bin\n")  # what .dockerignore leaves out is not sent
+    result = build_image(
+        client, context=tmp_path, dockerfile=tmp_path / "Dockerfile",
+        tag="lab5-grader/test-build:context", labels=labels, log_path=tmp_path / "build.log",
+        timeout_s=60, max_context_bytes=2_000_000,
+    )  # fmt: skip
+    assert "COPY failed" in (result.error or "")
+
+
+def test_a_build_printing_megabytes_keeps_head_and_tail(client, labels, tmp_path):
+    noisy = (
+        "RUN i=0; while [ $i -lt 90000 ]; do echo line-$i-......................................"
+        "......................; i=$((i+1)); done"
+    )  # about 8 MB of output
+    result = build(client, labels, tmp_path, noisy, "lab5-grader/test-build:noisy")
+    assert result.ok, result.error
+    log = result.log_path.read_text()
+    assert len(log) < LOG_HEAD_BYTES + LOG_TAIL_BYTES + 200
+    assert "line-0-" in log and "line-89999-" in log
+    assert "bytes of output cut here" in log

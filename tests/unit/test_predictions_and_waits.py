@@ -147,3 +147,71 @@ def test_keys_from_key_file_are_sent_as_bearer_tokens():
     assert api.management_key == "m-key"
     api.use_keys({"unexpected": "layout"})
     assert api.inference_key is None and api._headers(None) == {}
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 that answers /predictions with `answer(count)`."""
+
+    def __init__(self, answer):
+        import http.server
+        import threading
+
+        self.count = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.count += 1
+                status, body = answer(outer.count)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _digits(count: int):
+    from grader.dataset import Digits
+
+    return Digits(pixels=bytes(784 * count), labels=bytes([7] * count))
+
+
+def test_a_broken_server_is_not_sent_every_digit():
+    from grader.serving import STOP_AFTER_FAILURES, predict_heldout
+
+    server = _Server(lambda count: (500, b"worker died"))
+    try:
+        api = TorchServeAPI(server.url, server.url)
+        result = predict_heldout(api, "mnist", _digits(200), concurrency=4)
+    finally:
+        server.close()
+    assert STOP_AFTER_FAILURES <= server.count < STOP_AFTER_FAILURES + 4  # what was in flight
+    assert result.error_count == 200 and result.not_sent == 200 - server.count
+    assert result.errors[0] == "/predictions/mnist answered HTTP 500: 'worker died'"
+    assert result.errors[-1] == (
+        f"stopped after {STOP_AFTER_FAILURES} failed requests in a row; {result.not_sent} digits "
+        "were not sent"
+    )
+
+
+def test_scattered_failures_do_not_stop_the_run():
+    from grader.serving import predict_heldout
+
+    server = _Server(lambda count: (500, b"busy") if count % 3 == 0 else (200, b"7"))
+    try:
+        api = TorchServeAPI(server.url, server.url)
+        result = predict_heldout(api, "mnist", _digits(60), concurrency=2)
+    finally:
+        server.close()
+    assert server.count == 60 and result.not_sent == 0
+    assert result.correct == 40 and result.error_count == 20
