@@ -78,6 +78,7 @@ class RunResult:
     oom_killed: bool
     log_path: Path
     duration_s: float
+    start_error: str | None = None  # why the container could not start at all
 
 
 def build_image(
@@ -265,7 +266,12 @@ def run_to_exit(
     timed_out = False
     exit_code: int | None = None
     try:
-        container.start()
+        try:
+            container.start()
+        except docker.errors.APIError as error:  # e.g. the command is not in the image
+            reason = (error.explanation or str(error)).strip()
+            log_path.write_text(f"[grader] the container could not start: {reason}\n")
+            return RunResult(None, False, False, log_path, 0.0, start_error=reason)
         try:
             exit_code = int(container.wait(timeout=limits.wall_seconds)["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):

@@ -348,7 +348,11 @@ class Grader:
             )
             published = {INFERENCE_PORT, MANAGEMENT_PORT} <= running.host_ports.keys()
             api = (
-                TorchServeAPI(running.url(INFERENCE_PORT), running.url(MANAGEMENT_PORT))
+                TorchServeAPI(
+                    running.url(INFERENCE_PORT),
+                    running.url(MANAGEMENT_PORT),
+                    predict_timeout_s=limits.predict_timeout_seconds,
+                )
                 if published
                 else None
             )

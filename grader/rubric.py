@@ -60,6 +60,7 @@ class Limits:
     predict_concurrency: int
     build_context_mb: float = 500.0  # a larger build context is refused before it is sent
     submission_seconds: float = 3600.0  # all of one submission's checks together
+    predict_timeout_seconds: float = 30.0  # one prediction request
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,9 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             ),
             submission_seconds=reader.number(
                 limits, limit_key, "submission_seconds", minimum=1, default=3600.0
+            ),
+            predict_timeout_seconds=reader.number(
+                limits, limit_key, "predict_timeout_seconds", minimum=0.1, default=30.0
             ),
         ),
     )

@@ -21,6 +21,7 @@ class TorchServeAPI:
     inference_key: str | None = None
     management_key: str | None = None
     session: requests.Session = field(default_factory=requests.Session)
+    predict_timeout_s: float = REQUEST_TIMEOUT_S  # a stuck handler costs this per request
 
     def _headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
@@ -51,7 +52,7 @@ class TorchServeAPI:
             f"{self.inference_url}/predictions/{model}",
             data=body,
             headers=self._headers(self.inference_key),
-            timeout=REQUEST_TIMEOUT_S,
+            timeout=self.predict_timeout_s,
         )
 
     def use_keys(self, keys: dict[str, Any]) -> None:

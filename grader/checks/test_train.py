@@ -22,6 +22,11 @@ def test_run(grading: SubmissionGrading) -> None:
     run = training.run
     limits = grading.profile.limits
     log = grading.log(run.log_path)
+    if run.start_error:
+        fail_check(
+            f"the training container could not start: {run.start_error}; the image's CMD (or "
+            "train.command) must name a program that exists in the image",
+        )
     if run.timed_out:
         fail_check(
             f"training did not finish within the limit of {limits.train_seconds:.0f} s and was "

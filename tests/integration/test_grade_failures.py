@@ -11,7 +11,8 @@ from grader.hints import CATALOG, hints_for
 from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC
 from grader.standins import BASE_IMAGE
-from tests.cli import ROOT, run_grader
+from tests.cli import run_grader
+from tests.examples import COMMITTED_MODEL, write_files, write_serve_variant
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +70,6 @@ CATALOG_TEXTS = {spec.id: spec.texts for spec in CATALOG}
 # Hints the bundled examples show (tests/integration/test_grade_examples.py).
 BUNDLED_EXAMPLE_HINTS = {"copy-missing", "server-loopback", "token-auth", "model-name"}
 
-SERVE_FILES = ("Dockerfile", "config.properties", "model.py", "handler.py", "digit_7.png")
-REFERENCE_SERVE = ROOT / "reference" / "serve"
-COMMITTED_MODEL = ROOT / "submissions" / "serve-token-auth" / "serve" / "mnist_cnn.pt"
 SERVE_VARIANTS = {
     # `torchserve --start` alone returns at once, and the container ends with it.
     "serve-exits": {
@@ -170,21 +168,9 @@ EXPECTED = {
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("broken")
     for submission, files in SUBMISSIONS.items():
-        for name, text in files.items():
-            path = folder / "submissions" / submission / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+        write_files(folder / "submissions" / submission, files)
     for submission, changes in SERVE_VARIANTS.items():
-        serve = folder / "submissions" / submission / "serve"
-        serve.mkdir(parents=True)
-        for name in SERVE_FILES:
-            text = (REFERENCE_SERVE / name).read_bytes()
-            if name in changes:
-                old, new = changes[name]
-                assert old.encode() in text
-                text = text.replace(old.encode(), new.encode())
-            (serve / name).write_bytes(text)
-        shutil.copyfile(COMMITTED_MODEL, serve / "mnist_cnn.pt")
+        write_serve_variant(folder / "submissions" / submission, changes)
     shutil.copyfile(COMMITTED_MODEL, folder / "submissions" / "inflated" / "train" / "model.pt")
     with open(folder / "submissions" / "huge-context" / "train" / "mnist-copy.bin", "wb") as big:
         big.truncate(110 * 1000 * 1000)
