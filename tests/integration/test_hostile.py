@@ -94,7 +94,10 @@ CATALOG = {
     "snoops": Case(
         "looks for other submissions, the hidden digits and the grader's files",
         "only /data (visible digits) and /output are mounted",
-        _train("cat /proc/mounts; find / -xdev -name '*-ubyte*'; ls /root/.cache; " + DONE),
+        _train(
+            "cat /proc/mounts; find / \\( -path /proc -o -path /sys \\) -prune -o "
+            "-name '*-ubyte*' -print; ls /root/.cache; " + DONE
+        ),
         expected={"train.run": ("passed", "")},
     ),
     "from-scratch": Case(
