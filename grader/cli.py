@@ -12,8 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grader import __version__
+from grader.baseimages import (
+    CONFIG_NAME,
+    SOURCES,
+    BaseImageProvider,
+    ImageSources,
+    load_image_sources,
+)
 from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
-from grader.engine import ensure_engine
+from grader.engine import connect, ensure_engine
 from grader.errors import DatasetError, GraderError
 from grader.hints import LANGUAGES, WORDS, check_table, default_language
 from grader.intake import is_archive
@@ -110,6 +117,32 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     doctor.set_defaults(run=_doctor)
 
+    images = commands.add_parser(
+        "images",
+        help="base images: where each comes from, get them all, load archives, list, prune",
+    )
+    image_commands = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("plan", "list every base image the submissions need and where each will come from"),
+        ("prefetch", "get every base image the submissions need, before grading"),
+    ):
+        command = image_commands.add_parser(action, help=text)
+        command.add_argument("paths", nargs="*", default=["submissions"], metavar="PATH")
+        _image_options(command)
+        command.set_defaults(run=_images)
+    load = image_commands.add_parser("load", help="load every `docker save` archive of a folder")
+    load.add_argument("folder", type=Path)
+    load.set_defaults(run=_images)
+    listing = image_commands.add_parser("list", help="the images the harness made or provided")
+    listing.set_defaults(run=_images)
+    prune = image_commands.add_parser(
+        "prune", help="remove the images the harness made or provided, and nothing else"
+    )
+    prune.add_argument(
+        "--standins", action="store_true", help="the offline stand-ins too (rebuilt when needed)"
+    )
+    prune.set_defaults(run=_images)
+
     setup = commands.add_parser(
         "setup", help="prepare this host: Docker engine, dataset, offline base image"
     )
@@ -138,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _grading_options(command: argparse.ArgumentParser) -> None:
     """Options `grade` and `check` share."""
+    _image_options(command)
     command.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
     command.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     command.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
@@ -159,6 +193,70 @@ def _grading_options(command: argparse.ArgumentParser) -> None:
         help="board: a live board per worker; lines: one line per event, as in CI logs "
         "(default auto: board on a terminal)",
     )  # fmt: skip
+
+
+def _image_options(command: argparse.ArgumentParser) -> None:
+    """Where base images come from: the configuration file, then these over it."""
+    command.add_argument(
+        "--config", type=Path, default=None,
+        help=f"grader configuration (default: {CONFIG_NAME} in the working folder, if any)",
+    )  # fmt: skip
+    command.add_argument(
+        "--image-sources", default=None, metavar="LIST",
+        help=f"sources to try, in order (default: {','.join(SOURCES)})",
+    )  # fmt: skip
+    command.add_argument(
+        "--mirror", action="append", default=[], metavar="HOST",
+        help="a registry mirror, e.g. mirror.example.edu or 127.0.0.1:5000 (repeatable)",
+    )  # fmt: skip
+    command.add_argument(
+        "--image-archives", action="append", default=[], type=Path, metavar="FOLDER",
+        help="a folder of `docker save` archives (repeatable)",
+    )  # fmt: skip
+    command.add_argument(
+        "--no-standins", action="store_true", help="never build or use the offline stand-ins"
+    )
+
+
+def _image_sources(args: argparse.Namespace) -> ImageSources:
+    return load_image_sources(
+        args.config,
+        order=args.image_sources,
+        mirrors=args.mirror,
+        archives=args.image_archives,
+        standins=False if args.no_standins else None,
+    )
+
+
+def _images(args: argparse.Namespace) -> int:
+    from grader import images
+
+    settings = Settings.from_env()
+    client = connect()
+    action = args.images_command
+    if action == "load":
+        for line in images.load_archives(client, settings, args.folder):
+            print(line)
+        return 0
+    if action == "list":
+        made = images.harness_images(client, settings)
+        for image in made:
+            print(f"{image.tag:<60} {image.size / 1e9:6.2f} GB  {image.origin}")
+        if not made:
+            print("the harness has made or provided no image on this engine")
+        return 0
+    if action == "prune":
+        removed = images.prune(client, settings, standins=args.standins)
+        print(f"removed {len(removed)} image tag(s): {', '.join(removed) or '-'}")
+        return 0
+    provider = BaseImageProvider(client, settings, say, _image_sources(args))
+    needed = images.needed_images(images.submissions_in([Path(p) for p in args.paths]))
+    lines, missing = (images.plan if action == "plan" else images.prefetch)(provider, needed)
+    for line in lines:
+        print(line)
+    if not needed:
+        print("the submissions name no base image")
+    return EXIT_BELOW_THRESHOLD if missing else 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -199,6 +297,7 @@ def _grade(args: argparse.Namespace) -> int:
     pytest_args += [flag for flag, on in (("--force", args.force),
                                           ("--keep-images", args.keep_images)) if on]  # fmt: skip
     pytest_args += ["--image-cache-gb", str(args.image_cache_gb)]
+    pytest_args += ["--image-sources-json", json.dumps(_image_sources(args).to_json())]
     for path in args.paths:
         pytest_args += ["--submissions", path]
     board, stdout = None, sys.stdout

@@ -42,3 +42,7 @@ class BaseImageUnavailable(GraderError):
         self.image = image
         self.tried = tried
         super().__init__(f"base image {image!r} is not available: " + "; ".join(tried))
+
+
+class ConfigError(GraderError):
+    """The grader's configuration file or its command-line settings are invalid."""

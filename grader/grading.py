@@ -20,7 +20,7 @@ import docker
 import docker.types
 
 from grader.accuracy import ReportedAccuracy, from_log, from_metrics
-from grader.baseimages import BaseImage, BaseImageProvider
+from grader.baseimages import BaseImage, BaseImageProvider, ImageSources
 from grader.containers import (
     RUN_LABEL,
     SUBMISSION_LABEL,
@@ -149,6 +149,7 @@ class Grader:
     run_id: str = field(default_factory=new_run_id)
     say: Say = print
     keep_images: bool = False
+    image_sources: ImageSources | None = None  # where base images come from (None: defaults)
     image_cache_bytes: int = 20 * 10**9  # what kept images may take (see prune_kept_images)
     threads: int | None = None  # compute threads per container (None: the CPU limit's)
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
@@ -168,7 +169,9 @@ class Grader:
     @property
     def base_images(self) -> BaseImageProvider:
         if self._base_images is None:
-            self._base_images = BaseImageProvider(self.client, self.settings, self.say)
+            self._base_images = BaseImageProvider(
+                self.client, self.settings, self.say, self.image_sources
+            )
         return self._base_images
 
     def image_tag(self, submission: Submission, role: str) -> str:

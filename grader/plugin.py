@@ -20,6 +20,7 @@ import pytest
 
 from grader import __version__
 from grader.accuracy import training_curve
+from grader.baseimages import ImageSources
 from grader.cache import load as load_stored
 from grader.cache import rescore, submission_key
 from grader.cache import store as store_result
@@ -27,7 +28,7 @@ from grader.containers import RUN_LABEL, SUBMISSION_LABEL, log_excerpt
 from grader.dataset import Dataset, load_dataset
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
-from grader.errors import DockerfileError, GraderError, ManifestError
+from grader.errors import BaseImageUnavailable, DockerfileError, GraderError, ManifestError
 from grader.gpus import (
     check_selection,
     chosen_gpus,
@@ -43,6 +44,7 @@ from grader.grading import (
     share_host,
     threads_per_container,
 )
+from grader.images import needed_images
 from grader.intake import ArchiveRefused, archive_stem, is_archive, unpack
 from grader.parallel import SubmissionScheduling
 from grader.progress import BOARD_KEY, Progress
@@ -106,6 +108,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--keep-images",
         action="store_true",
         help="keep each submission's images after grading (default: remove them)",
+    )
+    group.addoption(
+        "--image-sources-json",
+        default=None,
+        help="where base images come from, as `grader grade` resolved it (config and options)",
     )
     group.addoption(
         "--image-cache-gb",
@@ -245,6 +252,7 @@ class SubmissionGrading:
                     f"base image {base.reference} is not on this host and cannot be pulled; "
                     f"the build used {base.standin.description}"
                 )
+        self.result.measurements[f"{role}_base_images"] = [b.to_json() for b in build.base_images]
         if build.build:
             self.result.measurements[f"{role}_build_seconds"] = round(build.build.duration_s, 1)
         return build
@@ -356,7 +364,10 @@ class GradingSession:
         self.intakes = {intake.id: intake for intake in intakes}
         self.gpus = gpus
         self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
-        self.started: dict[str, float] = {}  # submission id -> when its first check began
+        self.started: dict[str, float] = {}
+        self.unavailable: dict[
+            str, list[str]
+        ] = {}  # base image -> every source tried  # submission id -> when its first check began
         self.report_dir = Path(config.getoption("report_dir")).resolve()
         self.settings = Settings.from_env()
         self._grader: Grader | None = None
@@ -420,8 +431,15 @@ class GradingSession:
             say=self._say,
             keep_images=self.keep_images,
             image_cache_bytes=int(float(self.config.getoption("image_cache_gb")) * 1e9),
+            image_sources=self._image_sources(),
             run_id=self.run_id,
         )
+        worker_input = getattr(self.config, "workerinput", None)
+        if worker_input is not None:
+            for image, tried in json.loads(worker_input[UNAVAILABLE_KEY]).items():
+                self.grader.base_images.remember_unavailable(image, tried)
+        else:
+            self._prepare_base_images()
         self.report = GradingReport(
             run_id=self.run_id,
             profile=self.profile.name,
@@ -431,6 +449,24 @@ class GradingSession:
         for intake in self.intakes.values():
             self.result_for(intake)
         self._take_stored_results(dataset)
+
+    def _image_sources(self) -> ImageSources | None:
+        given = self.config.getoption("image_sources_json")
+        return ImageSources.from_json(json.loads(given)) if given else None
+
+    def _prepare_base_images(self) -> None:
+        """Before anything is built: every base image the batch needs, from its sources; a
+        missing one is told once, with the submissions that need it (workers are told too)."""
+        needed = needed_images(i.submission for i in self.intakes.values() if i.submission)
+        for image, users in needed.items():
+            try:
+                self.grader.base_images.ensure(image)
+            except BaseImageUnavailable as error:
+                self.unavailable[image] = error.tried
+                self._say(
+                    f"base image {image} is not available for {len(users)} submission"
+                    f"{'s' * (len(users) > 1)} ({', '.join(users)}): {'; '.join(error.tried)}"
+                )
 
     def _worker_gpus(self, client: docker.DockerClient) -> str:
         """This process's GPUs. The controller detects them once and hands them to workers."""
@@ -458,6 +494,7 @@ class GradingSession:
         workerinput[RUN_ID_KEY] = self.run_id
         workerinput[WORKERS_KEY] = self.workers
         workerinput[GPUS_KEY] = ",".join(self.gpu_ids)
+        workerinput[UNAVAILABLE_KEY] = json.dumps(self.unavailable)
 
     def _say(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -646,6 +683,7 @@ FINISHED_PROPERTY = "lab5-grader.finished"
 RUN_ID_KEY = "lab5_grader_run_id"
 WORKERS_KEY = "lab5_grader_workers"
 GPUS_KEY = "lab5_grader_gpus"
+UNAVAILABLE_KEY = "lab5_grader_unavailable_images"
 
 
 def _intake_id(item: pytest.Item) -> str | None:

@@ -1,0 +1,91 @@
+"""Where base images come from: the configuration file, the command line over it, its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.baseimages import SOURCES, ImageSources, load_image_sources, mirror_reference
+from grader.dockerfile import image_name
+from grader.errors import ConfigError
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grader.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sources = load_image_sources(None)
+    assert sources.order == SOURCES and sources.mirrors == () and sources.standins
+
+
+def test_the_file_in_the_working_folder_is_read(tmp_path, monkeypatch):
+    (tmp_path / "images").mkdir()
+    _config(tmp_path, '[images]\nsources = ["local", "mirrors", "archives"]\n'
+            'mirrors = ["mirror.example.edu/", "127.0.0.1:5000"]\narchives = ["images"]\n'
+            "pull_timeout_seconds = 20\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    sources = load_image_sources(None)
+    assert sources.order == ("local", "mirrors", "archives")
+    assert sources.mirrors == ("mirror.example.edu", "127.0.0.1:5000")
+    assert sources.archives == ((tmp_path / "images").resolve(),)
+    assert sources.pull_timeout_s == 20 and not sources.standins
+
+
+def test_the_command_line_goes_over_the_file(tmp_path):
+    path = _config(tmp_path, '[images]\nmirrors = ["a.example.edu"]\nstandins = true\n')
+    sources = load_image_sources(
+        path, order="mirrors,standins,local", mirrors=["b.example.edu"], standins=False
+    )
+    assert sources.order == ("mirrors", "local")
+    assert sources.mirrors == ("a.example.edu", "b.example.edu")
+    assert ImageSources.from_json(sources.to_json()) == sources
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[images\n", "not valid TOML"),
+        ("[imagez]\n", "unknown table(s) imagez; known: images"),
+        (
+            "[images]\nmirror = []\n",
+            "images.mirror: unknown key; known: archives, mirrors, "
+            "pull_timeout_seconds, sources, standins",
+        ),
+        (
+            '[images]\nsources = ["local", "cloud"]\n',
+            "images.sources: unknown source 'cloud'; "
+            "known: local, registry, mirrors, archives, standins",
+        ),
+        ('[images]\nsources = ["local", "local"]\n', "images.sources: a source is named twice"),
+        ('[images]\nmirrors = "m.example.edu"\n', "images.mirrors: must be a list of non-empty"),
+        ("[images]\nstandins = 1\n", "images.standins: must be true or false"),
+        ("[images]\npull_timeout_seconds = 0\n", "images.pull_timeout_seconds: must be a positive"),
+        ('[images]\narchives = ["nowhere"]\n', "image archives folder"),
+    ],
+)
+def test_configuration_errors_are_one_line(tmp_path, text, message):
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_image_sources(path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_named_file_must_exist(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_image_sources(tmp_path / "missing.toml")
+    assert str(error.value) == f"{tmp_path / 'missing.toml'}: no such configuration file"
+
+
+def test_mirror_names():
+    assert mirror_reference("127.0.0.1:5000", image_name("alpine")) == (
+        "127.0.0.1:5000/library/alpine:latest"
+    )
+    assert mirror_reference("m.example.edu/hub/", image_name("pytorch/pytorch:2.1")) == (
+        "m.example.edu/hub/pytorch/pytorch:2.1"
+    )
