@@ -29,7 +29,7 @@ from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
 from grader.standins import ensure_alpine_image, ensure_base_image, ensure_torchserve_image
-from grader.submission import discover, is_submission_dir, slugify
+from grader.submission import discover, is_submission_dir, load_submission, slugify
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_HARNESS_FAILED = 2
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "-j", "--jobs", default="auto", metavar="N",
         help="submissions graded at once (default auto: from the host's cores and memory)",
+    )  # fmt: skip
+    grade.add_argument(
+        "--backend", choices=("local", "ray"), default="local",
+        help="local: this host's engine (default); ray: the nodes of a Ray cluster",
+    )  # fmt: skip
+    grade.add_argument(
+        "--ray-address", default="auto", metavar="HOST:PORT",
+        help="the Ray cluster's head (default auto: RAY_ADDRESS or a local cluster)",
     )  # fmt: skip
     grade.add_argument(
         "--fail-under", type=float, default=None, metavar="SCORE",
@@ -264,6 +272,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    if getattr(args, "backend", "local") == "ray":
+        return _grade_on_ray(args)
     import pytest
 
     # SIGTERM (a TA's `kill`, a CI timeout) ends a run as Ctrl-C does: results kept, containers
@@ -361,6 +371,55 @@ def _check(args: argparse.Namespace) -> int:
     print(f"\n{WORDS[language]['reports']}: {args.report_dir}")
     passed = all(check.status == "passed" for check in result.checks.values())
     return 0 if passed else EXIT_BELOW_THRESHOLD
+
+
+def _grade_on_ray(args: argparse.Namespace) -> int:
+    """The same grading, spread over a Ray cluster's nodes (see grader/raybackend.py)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise GraderError(
+            "--backend ray needs Ray: pip install 'lab5-grader[ray]' (or pip install ray)"
+        ) from None
+    from grader.intake import ArchiveRefused, archive_stem, unpack
+    from grader.raybackend import Job, RayBatch, TaskOptions
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = Settings.from_env()
+    rubric = load_rubric(Path(args.rubric) if args.rubric else DEFAULT_RUBRIC)
+    profile = rubric.profile(args.profile)
+    dataset = load_dataset(settings.datasets_dir / profile.dataset)
+    report_dir = Path(args.report_dir).resolve()
+    jobs = []
+    for path in discover([Path(p) for p in args.paths]):
+        if is_archive(path):
+            try:
+                path = unpack(path, report_dir / "intake")
+            except ArchiveRefused as error:
+                say(f"{archive_stem(path)}: {error}")
+                continue
+        jobs.append(Job(_submission_id(path), path))
+    options = TaskOptions(
+        profile=profile.name,
+        rubric_text=Path(args.rubric).read_text() if args.rubric else None,
+        gpus=args.gpus,
+        image_sources_json=json.dumps(_image_sources(args).to_json()),
+        cpus=profile.limits.cpus,
+        memory_mb=profile.limits.memory_mb,
+        wants_gpu=args.gpus not in ("auto", "none"),
+    )
+    report_dir.mkdir(parents=True, exist_ok=True)
+    batch = RayBatch(args.ray_address, jobs, rubric, profile, dataset, report_dir, options,
+                     args.force, say)  # fmt: skip
+    batch.run()
+    return 0 if args.fail_under is None else _check_fail_under(args)
+
+
+def _submission_id(path: Path) -> str:
+    try:
+        return load_submission(path).id
+    except GraderError:
+        return path.name  # the node grades it and reports the manifest's problem
 
 
 def _is_terminal(stream: object) -> bool:

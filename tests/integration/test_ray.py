@@ -1,0 +1,151 @@
+"""Grading on a real local Ray cluster: a head and two worker nodes, each a separate `ray start`
+on 127.0.0.1, the workers offering `docker: 1`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.engine import connect
+from tests.cli import ROOT, run_grader
+from tests.integration.test_grade_examples import EXPECTED
+
+pytestmark = pytest.mark.integration
+
+RAY = str(Path(sys.executable).with_name("ray"))
+QUICK = ["broken-build", "serve-localhost", "serve-wrong-name", "serve-token-auth"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ray(*args: str) -> None:
+    done = subprocess.run([RAY, *args, "--disable-usage-stats"], capture_output=True, text=True,
+                          timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The head's address and, per worker node, its node-manager port (to find its raylet)."""
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    head = f"127.0.0.1:{_free_port()}"
+    _ray(
+        "start", "--head", "--node-ip-address", "127.0.0.1", "--port", head.split(":")[1],
+        "--num-cpus", "0", "--resources", '{"docker": 0}', "--include-dashboard", "false",
+    )  # fmt: skip
+    workers = []
+    for _ in range(2):
+        port = _free_port()
+        _ray("start", "--address", head, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+             "--resources", '{"docker": 1}', "--node-manager-port", str(port))  # fmt: skip
+        workers.append(port)
+    yield head, workers
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _kill_node(node_manager_port: int) -> None:
+    """SIGKILL a worker node's raylet: the node is lost with the tasks running on it."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            args
+            and args[0].endswith(b"/raylet")
+            and any(arg == f"--node_manager_port={node_manager_port}".encode() for arg in args)
+        ):
+            os.kill(int(pid), signal.SIGKILL)
+            return
+    raise AssertionError(f"no raylet with node manager port {node_manager_port}")
+
+
+def test_the_examples_score_on_ray_as_they_do_locally(cluster, tmp_path):
+    head, _ = cluster
+    done = run_grader(
+        "grade", "submissions", "reference", "--backend", "ray", "--ray-address", head,
+        "--report-dir", str(tmp_path), timeout=3600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())["submissions"]
+    assert {sid: r["score"] for sid, r in results.items()} == {
+        sid: score for sid, (score, _) in EXPECTED.items()
+    }
+    for sid, (_, lost) in EXPECTED.items():
+        for check_id, check in results[sid]["checks"].items():
+            assert check["status"] == lost.get(check_id, ("passed", ""))[0], (sid, check_id)
+    assert (tmp_path / "artifacts" / "reference" / "train.log").is_file()
+    assert (tmp_path / "junit.xml").is_file() and (tmp_path / "report.html").is_file()
+    # Run again: every result is taken from what was stored, nothing is sent to the cluster.
+    again = run_grader("grade", "submissions", "reference", "--backend", "ray", "--ray-address",
+                       head, "--report-dir", str(tmp_path))  # fmt: skip
+    assert "8 unchanged submission(s) taken from stored results" in again.stdout
+    assert "0 submission(s) sent to the Ray cluster" in again.stdout
+
+
+def test_a_lost_node_costs_only_its_running_submission(cluster, tmp_path):
+    head, workers = cluster
+    paths = [str(ROOT / "submissions" / name) for name in QUICK]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "grader", "grade", *paths, "--backend", "ray", "--ray-address",
+         head, "--report-dir", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(15)  # both nodes are grading by now
+    _kill_node(workers[0])
+    output, _ = driver.communicate(timeout=1800)
+    assert driver.returncode == 0, output[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())["submissions"]
+    assert sorted(results) == sorted(QUICK)
+    assert {sid: r["score"] for sid, r in results.items()} == {
+        sid: EXPECTED[sid][0] for sid in QUICK
+    }
+    finished = [line for line in output.splitlines() if line.startswith("[grader] [")]
+    assert len(finished) == len(QUICK)  # each graded exactly once
+    # The grading on the lost node ended with it and removed its containers.
+    deadline = time.monotonic() + 60
+    while connect().containers.list(all=True, filters={"label": "lab5-grader.run"}):
+        assert time.monotonic() < deadline, "containers of the lost node's grading remain"
+        time.sleep(1)
+
+
+def test_failing_twice_on_the_cluster_is_an_infrastructure_error(cluster, tmp_path):
+    from grader.dataset import load_dataset
+    from grader.raybackend import Job, RayBatch, TaskOptions
+    from grader.rubric import load_rubric
+    from grader.settings import Settings
+
+    head, _ = cluster
+    rubric = load_rubric()
+    profile = rubric.profile("offline")
+    lines: list[str] = []
+    broken_node = TaskOptions(  # every node's grading stops at once: no such profile there
+        profile="no-such-profile", rubric_text=None, gpus="none", image_sources_json=None,
+        cpus=1, memory_mb=512, wants_gpu=False,
+    )  # fmt: skip
+    batch = RayBatch(
+        head, [Job("broken-build", ROOT / "submissions" / "broken-build")], rubric, profile,
+        load_dataset(Settings.from_env().datasets_dir / "offline"), tmp_path, broken_node,
+        force=True, say=lines.append,
+    )  # fmt: skip
+    report = batch.run()
+    result = report.submissions["broken-build"]
+    assert {check.status for check in result.checks.values()} == {"error"}
+    message = result.checks["train.build"].message
+    assert message.startswith("infrastructure error, not the submission's: grading failed 2 times")
+    assert "no-such-profile" in message
+    assert not (tmp_path / "submissions" / "broken-build.json").exists()  # graded again next time
