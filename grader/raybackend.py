@@ -73,10 +73,11 @@ class TaskOptions:
 
 
 def pack(folder: Path) -> bytes:
-    """A submission folder as a gzipped tar, to ship to a node."""
+    """A submission folder as a gzipped tar under its own name (which is its id when its
+    submission.toml names none), to ship to a node."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(folder, arcname="submission")
+        archive.add(folder, arcname=folder.name)
     return buffer.getvalue()
 
 
@@ -93,9 +94,10 @@ def grade_on_node(packed: bytes, options: TaskOptions) -> dict[str, Any]:
         folder = Path(work)
         with tarfile.open(fileobj=io.BytesIO(packed)) as archive:
             archive.extractall(folder / "in", filter="data")
+        (submission,) = (folder / "in").iterdir()
         report_dir = folder / "report"
         command = [
-            sys.executable, "-m", "grader", "grade", str(folder / "in" / "submission"),
+            sys.executable, "-m", "grader", "grade", str(submission),
             "-j", "1", "--progress", "lines", "--force", "--report-dir", str(report_dir),
             "--profile", options.profile, "--gpus", options.gpus,
         ]  # fmt: skip
@@ -227,6 +229,7 @@ class RayBatch:
         artifacts.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(answer["artifacts"])) as archive:
             archive.extractall(artifacts, filter="data")
+        result.submission_id = submission.id
         result.path, result.artifacts = str(submission.root), str(artifacts)
         return result
 
