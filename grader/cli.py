@@ -183,7 +183,13 @@ def _grading_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
     command.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     command.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
-    command.add_argument(
+    resume = command.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", action="store_true",
+        help="take submissions whose stored results are still valid from them (the default: "
+        "running the same command again resumes a killed batch)",
+    )  # fmt: skip
+    resume.add_argument(
         "--force", action="store_true",
         help="grade again even submissions whose stored results are still valid",
     )  # fmt: skip

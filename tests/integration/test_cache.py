@@ -48,7 +48,7 @@ def test_unchanged_submissions_are_taken_from_stored_results(workspace):
     assert "taken from stored results" not in first_out
     assert first["checks"]["train.reported_accuracy"]["status"] == "passed"
 
-    again_out, again = grade(tmp_path, submission)
+    again_out, again = grade(tmp_path, submission, "--resume")
     assert "1 unchanged submission(s) taken from stored results" in again_out
     assert "13 deselected" in again_out  # every check of the one submission
     assert again == first

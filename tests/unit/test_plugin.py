@@ -124,3 +124,11 @@ def test_rubric_show(tmp_path):
         "train.model_artifact, serve.dockerfile, serve.build, serve.ping, serve.model_ready, "
         "serve.sample_prediction, serve.heldout_accuracy"
     )
+
+
+def test_resume_and_force_exclude_each_other():
+    done = run_grader("grade", "--resume", "--force", "submissions")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "grader grade: error: argument --force: not allowed with argument --resume"
+    )
