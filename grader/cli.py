@@ -28,7 +28,14 @@ from grader.progress import TerminalBoard
 from grader.results import submission_from_json
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
-from grader.standins import ensure_alpine_image, ensure_base_image, ensure_torchserve_image
+from grader.standins import (
+    ALPINE_IMAGE,
+    BASE_IMAGE,
+    TORCHSERVE_IMAGE,
+    ensure_alpine_image,
+    ensure_base_image,
+    ensure_torchserve_image,
+)
 from grader.submission import discover, is_submission_dir, load_submission, slugify
 
 EXIT_BELOW_THRESHOLD = 1
@@ -489,10 +496,11 @@ def _setup(args: argparse.Namespace) -> int:
     say(f"Docker engine {info.get('Version')} (API {info.get('ApiVersion')}) answers")
     _ensure_dataset(settings, args.profile, args.mnist_dir, force=False)
     if not args.no_standins:
-        for image in (ensure_base_image(client, settings, say),
-                      ensure_torchserve_image(client, settings, say),
-                      ensure_alpine_image(client, settings, say)):  # fmt: skip
-            say(f"offline base image ready: {image.tags[0] if image.tags else image.short_id}")
+        for name, ensure in ((BASE_IMAGE, ensure_base_image),
+                             (TORCHSERVE_IMAGE, ensure_torchserve_image),
+                             (ALPINE_IMAGE, ensure_alpine_image)):  # fmt: skip
+            ensure(client, settings, say)
+            say(f"offline base image ready: {name}")
     say(f"set-up done in {time.monotonic() - started:.1f} s (state in {settings.home})")
     return 0
 

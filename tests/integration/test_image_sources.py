@@ -104,6 +104,10 @@ def registries(tmp_path_factory):
         process.wait(timeout=10)
     for folder in (open_folder, auth_folder):  # gigabytes of layers
         shutil.rmtree(folder / "storage", ignore_errors=True)
+    for image in client.images.list():  # the names the mirrors' pulls left
+        for tag in image.tags:
+            if tag.startswith((f"{mirror}/", f"{private}/")):
+                client.images.remove(tag)
 
 
 @pytest.fixture
