@@ -263,9 +263,7 @@ class BaseImageProvider:
             return None
         self.say(f"loading {reference} from {archive}")
         try:
-            with open(archive, "rb") as data:
-                for _ in self.client.api.load_image(data):
-                    pass
+            load_archive(self.client, archive)
             self.client.images.get(reference)
         except (docker.errors.APIError, OSError) as error:
             tried.append(f"loading {archive.name} failed ({error})")
@@ -332,6 +330,13 @@ class BaseImageProvider:
 
     def _record(self, tag: str, origin: str) -> None:
         record_provided(self.settings, tag, origin)
+
+
+def load_archive(client: docker.DockerClient, archive: Path) -> None:
+    """`docker load` of one archive, streamed from the file (gzip too: the engine unpacks it)."""
+    with open(archive, "rb") as data:
+        for _ in client.api.load_image(data):
+            pass
 
 
 def archive_tags(archive: Path) -> list[str]:

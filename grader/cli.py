@@ -394,7 +394,7 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
         raise GraderError(
             "--backend ray needs Ray: pip install 'lab5-grader[ray]' (or pip install ray)"
         ) from None
-    from grader.intake import ArchiveRefused, archive_stem, unpack
+    from grader.intake import ArchiveRefused, archive_stem, submission_folder
     from grader.raybackend import Job, RayBatch, TaskOptions
 
     signal.signal(signal.SIGTERM, _interrupt)
@@ -405,13 +405,12 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
     report_dir = Path(args.report_dir).resolve()
     jobs = []
     for path in discover([Path(p) for p in args.paths]):
-        if is_archive(path):
-            try:
-                path = unpack(path, report_dir / "intake")
-            except ArchiveRefused as error:
-                say(f"{archive_stem(path)}: {error}")
-                continue
-        jobs.append(Job(_submission_id(path), path))
+        try:
+            folder = submission_folder(path, report_dir / "intake")
+        except ArchiveRefused as error:
+            say(f"{archive_stem(path)}: {error}")
+            continue
+        jobs.append(Job(_submission_id(folder), folder))
     options = TaskOptions(
         profile=profile.name,
         rubric_text=Path(args.rubric).read_text() if args.rubric else None,

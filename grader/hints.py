@@ -15,8 +15,6 @@ from pathlib import Path
 from grader.results import SubmissionResult
 
 LANGUAGES = ("en", "zh")
-HUGE_CONTEXT_MB = 100.0
-
 # The logs that belong to each check, in the submission's artifacts folder.
 STAGE_LOGS = {
     "train.build": ("train-build.log",),
@@ -33,7 +31,16 @@ LOG_TAIL_CHARS = 20_000
 
 
 CATALOG_FILE = Path(__file__).with_name("hints.toml")
-SPEC_KEYS = {"checks", "pattern", "en", "zh", "failed_only", "in_logs", "unless_failed"}
+SPEC_KEYS = {
+    "checks",
+    "pattern",
+    "en",
+    "zh",
+    "failed_only",
+    "in_logs",
+    "unless_failed",
+    "more_than",
+}
 
 
 @dataclass(frozen=True)
@@ -48,11 +55,10 @@ class HintSpec:
     failed_only: bool = True
     in_logs: bool = True  # False: only the check's message and the submission's notes count
     unless_failed: tuple[str, ...] = ()  # checks whose failure explains it better
+    more_than: float | None = None  # the pattern's first group must be a number above this
 
     def applies(self, match: re.Match[str]) -> bool:
-        if self.id == "huge-context":  # the pattern finds the size; the limit decides
-            return float(match.group(1)) > HUGE_CONTEXT_MB
-        return True
+        return self.more_than is None or float(match.group(1)) > self.more_than
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,11 @@ def load_catalog(path: Path = CATALOG_FILE) -> tuple[HintSpec, ...]:
                     if keys
                 )
             )
+        more_than = entry.get("more_than")
         texts = {
-            language: entry[language].replace("{huge_context_mb}", f"{HUGE_CONTEXT_MB:g}")
+            language: entry[language].replace("{more_than}", f"{more_than:g}")
+            if more_than is not None
+            else entry[language]
             for language in LANGUAGES
         }
         specs.append(
@@ -92,6 +101,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> tuple[HintSpec, ...]:
                 failed_only=bool(entry.get("failed_only", True)),
                 in_logs=bool(entry.get("in_logs", True)),
                 unless_failed=tuple(entry.get("unless_failed", ())),
+                more_than=more_than,
             )
         )
     return tuple(specs)
@@ -135,12 +145,15 @@ def hints_for(result: SubmissionResult, language: str = "en") -> list[Hint]:
     for check_id, check in result.checks.items():
         if check.status == "skipped":
             continue
+        seen: dict[bool, str] = {}  # with logs or without: read once per check
         for spec in CATALOG:
             if check_id not in spec.checks or (spec.failed_only and check.status == "passed"):
                 continue
             if any(_failed(result, other) for other in spec.unless_failed):
                 continue
-            match = spec.pattern.search(observed(result, check_id, artifacts, spec.in_logs))
+            if spec.in_logs not in seen:
+                seen[spec.in_logs] = observed(result, check_id, artifacts, spec.in_logs)
+            match = spec.pattern.search(seen[spec.in_logs])
             if match and spec.applies(match) and all(h.id != spec.id for h in hints):
                 hints.append(Hint(spec.id, check_id, spec.texts[language]))
     return hints

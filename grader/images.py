@@ -16,6 +16,7 @@ from grader.baseimages import (
     PROVIDED_RECORD,
     BaseImageProvider,
     archive_tags,
+    load_archive,
     provided_images,
     record_provided,
     where_from,
@@ -96,9 +97,7 @@ def load_archives(client: docker.DockerClient, settings: Settings, folder: Path)
             continue
         tags = archive_tags(archive)
         try:
-            with open(archive, "rb") as data:
-                for _ in client.api.load_image(data):
-                    pass
+            load_archive(client, archive)
         except (docker.errors.APIError, OSError) as error:
             lines.append(f"FAILED {archive.name}: {error}")
             continue

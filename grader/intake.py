@@ -56,6 +56,12 @@ def archive_stem(path: Path) -> str:
     return name
 
 
+def submission_folder(path: Path, unpack_into: Path) -> Path:
+    """The folder to grade for a submission handed in as `path`: the folder itself, or the
+    archive unpacked under `unpack_into` (ArchiveRefused when it is not safe)."""
+    return unpack(path, unpack_into) if is_archive(path) else path
+
+
 def unpack(archive: Path, into: Path, limits: ArchiveLimits = ArchiveLimits()) -> Path:
     """Check `archive`, then unpack it to `into/<stem>` (once per content) and return the
     submission folder: that folder, or its single top-level folder when everything is in one.

@@ -45,7 +45,7 @@ from grader.grading import (
     threads_per_container,
 )
 from grader.images import needed_images
-from grader.intake import ArchiveRefused, archive_stem, is_archive, unpack
+from grader.intake import ArchiveRefused, archive_stem, is_archive, submission_folder
 from grader.parallel import SubmissionScheduling
 from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
@@ -166,8 +166,7 @@ def _intake(paths: list[Path], unpack_into: Path) -> list[Intake]:
         problem: GraderError | None = None
         name = archive_stem(path) if is_archive(path) else path.name
         try:
-            if is_archive(path):
-                path = unpack(path, unpack_into)
+            path = submission_folder(path, unpack_into)
             submission = load_submission(path)
         except (ManifestError, ArchiveRefused) as error:
             problem = error

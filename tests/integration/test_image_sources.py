@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -24,17 +23,11 @@ from grader.errors import BaseImageUnavailable
 from grader.labsteps import ALPINE
 from grader.settings import Settings
 from grader.standins import ALPINE_IMAGE, TORCHSERVE_IMAGE
-from tests.cli import ROOT, run_grader
+from tests.cli import ROOT, free_port, run_grader
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "ta", "s3cret-pass"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _registry_binary(settings: Settings) -> Path:
@@ -51,7 +44,7 @@ def _registry_binary(settings: Settings) -> Path:
 
 
 def _start_registry(folder: Path, auth: bool) -> tuple[str, subprocess.Popen]:
-    port = _free_port()
+    port = free_port()
     config = [
         "version: 0.1",
         "storage:",
@@ -169,7 +162,7 @@ def test_an_image_archive_provides_the_image(provider_for, tmp_path):
 def test_every_source_tried_is_named_in_order(provider_for, tmp_path):
     provider = provider_for(
         order=("local", "registry", "mirrors", "archives", "standins"),
-        mirrors=(f"127.0.0.1:{_free_port()}",), archives=(tmp_path,),
+        mirrors=(f"127.0.0.1:{free_port()}",), archives=(tmp_path,),
     )  # fmt: skip
     with pytest.raises(BaseImageUnavailable) as error:
         provider.ensure("nosuch/image:1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,13 @@ from pathlib import Path
 import pytest
 
 from grader.engine import connect
-from tests.cli import ROOT, run_grader
+from tests.cli import ROOT, free_port, run_grader
 from tests.integration.test_grade_examples import EXPECTED
 
 pytestmark = pytest.mark.integration
 
 RAY = str(Path(sys.executable).with_name("ray"))
 QUICK = ["broken-build", "serve-localhost", "serve-wrong-name", "serve-token-auth"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _ray(*args: str) -> None:
@@ -40,14 +33,14 @@ def _ray(*args: str) -> None:
 def cluster():
     """The head's address and, per worker node, its node-manager port (to find its raylet)."""
     subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-    head = f"127.0.0.1:{_free_port()}"
+    head = f"127.0.0.1:{free_port()}"
     _ray(
         "start", "--head", "--node-ip-address", "127.0.0.1", "--port", head.split(":")[1],
         "--num-cpus", "0", "--resources", '{"docker": 0}', "--include-dashboard", "false",
     )  # fmt: skip
     workers = []
     for _ in range(2):
-        port = _free_port()
+        port = free_port()
         _ray("start", "--address", head, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
              "--resources", '{"docker": 1}', "--node-manager-port", str(port))  # fmt: skip
         workers.append(port)
