@@ -41,6 +41,18 @@ ENGINE_LOG = docker.types.LogConfig(
 )
 
 
+# Docker's default capability set minus NET_RAW, MKNOD, AUDIT_WRITE, SYS_CHROOT and SETFCAP,
+# written out so that it does not depend on the engine's defaults. Root inside must keep what a
+# plain `docker run` gives it: images that say `USER root` on top of the TorchServe image write
+# into folders owned by `model-server` (DAC_OVERRIDE, CHOWN, FOWNER), and `su`/`runuser` switch
+# users (SETUID, SETGID). What is left out serves no lab step: raw sockets (ping), device nodes,
+# audit records, chroot and file capabilities.
+SANDBOX_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+    "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE",
+)  # fmt: skip
+
+
 STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)  # classic builder's step ids
 
 
@@ -257,6 +269,7 @@ def run_to_exit(
         pids_limit=limits.pids,
         shm_size="256m",
         cap_drop=["ALL"],
+        cap_add=list(SANDBOX_CAPABILITIES),
         security_opt=["no-new-privileges"],
         labels=dict(labels),
         log_config=ENGINE_LOG,
@@ -343,6 +356,7 @@ def start_server(
         memswap_limit=f"{limits.memory_mb}m",
         pids_limit=limits.pids,
         cap_drop=["ALL"],
+        cap_add=list(SANDBOX_CAPABILITIES),
         security_opt=["no-new-privileges"],
         labels=dict(labels),
         device_requests=device_requests(gpus),

@@ -143,7 +143,7 @@ def hints_for(result: SubmissionResult, language: str = "en") -> list[Hint]:
     artifacts = Path(result.artifacts)
     hints: list[Hint] = []
     for check_id, check in result.checks.items():
-        if check.status == "skipped":
+        if check.status in ("skipped", "error"):  # an error is the harness's: nothing to change
             continue
         seen: dict[bool, str] = {}  # with logs or without: read once per check
         for spec in CATALOG:
@@ -161,7 +161,7 @@ def hints_for(result: SubmissionResult, language: str = "en") -> list[Hint]:
 
 def _failed(result: SubmissionResult, check_id: str) -> bool:
     check = result.checks.get(check_id)
-    return check is not None and check.status in ("failed", "error")
+    return check is not None and check.status == "failed"  # an error is the harness's, not theirs
 
 
 WORDS = {
@@ -169,11 +169,13 @@ WORDS = {
         "check": "check", "result": "result", "points": "points", "passed": "passed",
         "failed": "FAILED", "skipped": "skipped", "error": "ERROR", "total": "total",
         "hints": "What to change", "none": "Every check passed.", "reports": "reports and logs",
+        "ours": "not your submission's fault: the grader could not run this check; run it again",
     },
     "zh": {
         "check": "检查项", "result": "结果", "points": "得分", "passed": "通过",
         "failed": "未通过", "skipped": "跳过", "error": "出错", "total": "总分",
         "hints": "修改建议", "none": "所有检查均已通过。", "reports": "报告和日志",
+        "ours": "不是提交内容的问题: 评分程序未能运行此项检查, 请重新运行",
     },
 }  # fmt: skip
 
@@ -189,8 +191,9 @@ def check_table(result: SubmissionResult, language: str) -> list[str]:
         )
     lines.append(f"{words['total']:<{width}}  {'':<8}  {result.score:g}/{result.max_score:g}")
     hints = hints_for(result, language)
-    failed = [check for check in result.checks.values() if check.status in ("failed", "error")]
-    if not hints and not failed:
+    failed = [check for check in result.checks.values() if check.status == "failed"]
+    errors = [check for check in result.checks.values() if check.status == "error"]
+    if not hints and not failed and not errors:
         return [*lines, "", words["none"]]
     lines += ["", f"{words['hints']}:"]
     explained = {hint.check_id for hint in hints}
@@ -199,4 +202,6 @@ def check_table(result: SubmissionResult, language: str) -> list[str]:
     for check in failed:
         if check.check_id not in explained:  # no catalog entry fits: the check's own message
             lines.append(f"- [{check.check_id}] {check.message.strip().splitlines()[0]}")
+    for check in errors:
+        lines.append(f"- [{check.check_id}] {words['ours']} ({check.message.strip()[:200]})")
     return lines

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, NoReturn
 
 import docker
+import docker.errors
 import pytest
 
 from grader import __version__
@@ -63,6 +64,7 @@ from grader.serving import Server
 from grader.settings import Settings
 from grader.standins import BASE_IMAGE
 from grader.submission import Submission, discover, load_submission, slugify
+from grader.verdicts import gpu_use_verdict
 
 CHECK_MARKER = "check"
 
@@ -288,18 +290,15 @@ class SubmissionGrading:
         """On a GPU host: could the student's training use the GPU it was given?"""
         cuda = self.grader.cuda_in_training_image(self.submission)
         self.result.measurements["train_cuda_available"] = cuda
-        device = describe_device(self.grader.gpus)
-        if cuda is False:
-            self.result.flag(
-                f"training was given {device}, but torch in the training image does not see CUDA "
-                "(torch.cuda.is_available() is False): it trained on the CPU; use a CUDA-enabled "
-                "base image and a CUDA build of torch"
-            )
-        elif cuda is None:
-            self.result.note(
-                f"training was given {device}; whether torch in the training image sees CUDA "
-                "could not be told (python3 -c 'import torch' did not run in it)"
-            )
+        standins = [
+            base.reference
+            for base in self.grader.training_build(self.submission).base_images
+            if base.standin
+        ]
+        verdict = gpu_use_verdict(cuda, describe_device(self.grader.gpus), standins)
+        if verdict is not None:
+            kind, text = verdict
+            (self.result.flag if kind == "flag" else self.result.note)(text)
 
     def require_finished_training(self) -> TrainingRun:
         __tracebackhide__ = True
@@ -700,10 +699,29 @@ def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
         return "skipped", str(error.msg), ""  # type: ignore[attr-defined]
     if call.excinfo.errisinstance(pytest.fail.Exception):
         return "failed", str(error.msg), ""  # type: ignore[attr-defined]
-    if isinstance(error, AssertionError):
-        return "failed", str(error) or "assertion failed", ""
-    # Anything else is a fault of the harness or the host, not of the student.
-    return "error", f"the grader could not run this check: {type(error).__name__}: {error}", ""
+    return classify_exception(error)
+
+
+INFRASTRUCTURE_ERROR = "infrastructure error"
+
+
+def classify_exception(error: BaseException) -> tuple[Status, str, str]:
+    """Who is to blame for an exception that escaped a check.
+
+    The engine refusing a request for what the submission holds (a 4xx: no such executable, an
+    invalid image reference) is the student's failure, with the engine's reason. Anything else
+    (the engine unreachable or failing with a 5xx, an assertion or exception in the harness's own
+    code) is an infrastructure error: never the student's fault, and never to the student's gain,
+    since it scores no points and is listed apart for the TA to re-run.
+    """
+    if isinstance(error, docker.errors.APIError) and error.is_client_error():
+        reason = (error.explanation or str(error)).strip()
+        return "failed", f"the Docker engine refused a request for this submission: {reason}", ""
+    if isinstance(error, docker.errors.APIError) and error.is_server_error():
+        reason = (error.explanation or str(error)).strip()
+        return "error", f"{INFRASTRUCTURE_ERROR}: the Docker engine failed: {reason}", ""
+    described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return "error", f"{INFRASTRUCTURE_ERROR}: the grader could not run this check ({described})", ""
 
 
 @pytest.fixture

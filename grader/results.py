@@ -55,6 +55,11 @@ class SubmissionResult:
     def max_score(self) -> float:
         return sum(check.max_points for check in self.checks.values())
 
+    @property
+    def infrastructure_errors(self) -> list[str]:
+        """Checks the harness or the engine could not run: not the student's, graded again."""
+        return [check.check_id for check in self.checks.values() if check.status == "error"]
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)

@@ -6,7 +6,7 @@ re-scored report says exactly what a fresh run would.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from grader.rubric import Targets
 
@@ -50,3 +50,34 @@ def integrity_flag(measurements: dict[str, Any], targets: Targets) -> str | None
         f"grader measured on hidden digits ({measured:.4f}); check that the reported figure "
         "comes from a real test run of the served model"
     )
+
+
+def gpu_use_verdict(
+    cuda: bool | None, device: str, standins: list[str]
+) -> tuple[Literal["flag", "note"], str] | None:
+    """What a GPU host learns from the CUDA probe of the training image: a flag when the student's
+    image cannot use the GPU it was given, a note when that cannot be told or when the harness's
+    own CPU-only stand-in replaced the student's base image (then the fault is not the student's).
+    """
+    if cuda is False and standins:
+        return (
+            "note",
+            f"infrastructure: training was given {device}, but the harness built the training "
+            f"image on its CPU-only stand-in for {', '.join(standins)} (the image could not be "
+            "had on this host), so it trained on the CPU; the student's own image was not tried "
+            "on the GPU",
+        )
+    if cuda is False:
+        return (
+            "flag",
+            f"training was given {device}, but torch in the training image does not see CUDA "
+            "(torch.cuda.is_available() is False): it trained on the CPU; use a CUDA-enabled "
+            "base image and a CUDA build of torch",
+        )
+    if cuda is None:
+        return (
+            "note",
+            f"training was given {device}; whether torch in the training image sees CUDA "
+            "could not be told (python3 -c 'import torch' did not run in it)",
+        )
+    return None

@@ -82,8 +82,34 @@ def test_isolation_mounts_and_environment(client, labels, tmp_path):
     assert "data-read-only" in log
     assert "output-writable" in log and (tmp_path / "output" / "model.pt").read_text() == "saved\n"
     assert "threads=1 root=/data" in log
-    assert "CapEff:\t0000000000000000" in log
+    # Docker's defaults minus NET_RAW(13), MKNOD(27), AUDIT_WRITE(29), SYS_CHROOT(18), SETFCAP(31):
+    # CHOWN(0) DAC_OVERRIDE(1) FOWNER(3) FSETID(4) KILL(5) SETGID(6) SETUID(7) SETPCAP(8)
+    # NET_BIND_SERVICE(10), as bits of the kernel's capability mask.
+    kept = sum(1 << bit for bit in (0, 1, 3, 4, 5, 6, 7, 8, 10))
+    assert f"CapEff:\t{kept:016x}" in log
     assert "NoNewPrivs:\t1" in log
+
+
+def test_root_writes_into_another_users_folder_as_under_plain_docker(client, labels, tmp_path):
+    """`USER root` on top of an image whose home belongs to another user (the TorchServe image's
+    model-server) must still create folders there, and switch users, as under `docker run`."""
+    result, log = run(
+        client,
+        labels,
+        tmp_path,
+        "mkdir -p /home/owned && chown 1000:1000 /home/owned && chmod 755 /home/owned && "
+        "mkdir /home/owned/logs && echo key > /home/owned/key_file.json && echo root-wrote; "
+        "setpriv --reuid=1000 --regid=1000 --clear-groups id -u; "
+        "su -s /bin/sh -c 'id -u' nobody; "
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)\" "
+        "2>&1 | tail -n 1; mknod /tmp/dev c 1 3 2>&1 | tail -n 1",
+    )
+    assert result.exit_code == 0, log
+    assert "root-wrote" in log
+    assert "1000\n" in log  # setpriv switched to the other user
+    assert "65534" in log  # su to nobody
+    assert "PermissionError" in log  # no raw sockets (NET_RAW dropped)
+    assert "Operation not permitted" in log  # no device nodes (MKNOD dropped)
 
 
 def test_cpu_and_pids_limits(client, labels, tmp_path):

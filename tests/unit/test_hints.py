@@ -104,3 +104,17 @@ def test_a_clean_submission_is_told_so(tmp_path):
     result = _result(tmp_path, train_build=("passed", ""))
     assert check_table(result, "en")[-1] == "Every check passed."
     assert check_table(result, "zh")[-1] == "所有检查均已通过。"
+
+
+def test_an_infrastructure_error_gets_no_advice_to_change_the_submission(tmp_path):
+    # A message a catalog entry would otherwise match: the hint must not fire on the harness's
+    # own failure.
+    result = _result(
+        tmp_path,
+        train_build=("error", "infrastructure error: COPY failed: file not found in build context"),
+    )
+    assert hints_for(result, "en") == []
+    lines = check_table(result, "en")
+    assert lines[-1].startswith("- [train.build] not your submission's fault")
+    assert "run it again" in lines[-1]
+    assert check_table(result, "zh")[-1].startswith("- [train.build] 不是提交内容的问题")
