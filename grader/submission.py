@@ -1,7 +1,9 @@
 """Submissions: finding them on disk and reading their optional `submission.toml`.
 
 Every manifest key has a default (SPEC section 2), so a folder with `train/Dockerfile` is a
-complete submission. Paths in the manifest are resolved and must stay inside the submission.
+complete submission, and so is the lab repository's own flat layout (`Dockerfile.gpu`,
+`Dockerfile.infer.gpu`, ... at the top). Every path the harness takes from a submission is
+resolved and must stay inside it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,30 @@ from grader.intake import is_archive
 
 MANIFEST = "submission.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_MANIFEST_BYTES = 100_000
+
+# Where each half's Dockerfile is looked for without a manifest key, by rank (SPEC section 2):
+# the harness's own folders, then the lab repository's names, then common variants. Within a
+# rank, a tuple lists files by preference (GPU before CPU); two entries that both exist in one
+# rank are ambiguous unless they share a tuple.
+LAYOUTS: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
+    "train": (
+        (("train/Dockerfile",),),
+        (("Dockerfile.gpu", "Dockerfile.cpu"),),
+        (("train.Dockerfile",), ("Dockerfile.train",), ("training/Dockerfile",)),
+    ),
+    "serve": (
+        (("serve/Dockerfile",),),
+        (("Dockerfile.infer.gpu", "Dockerfile.infer.cpu"),),
+        (
+            ("serve.Dockerfile",),
+            ("Dockerfile.serve",),
+            ("Dockerfile.infer",),
+            ("inference/Dockerfile",),
+        ),
+    ),
+}
+HALF_NAMES = {"train": "training", "serve": "inference"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,18 @@ def slugify(text: str) -> str:
 
 
 def is_submission_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in (MANIFEST, "train", "serve"))
+    """A folder with a manifest, `train/` or `serve/`, or a Dockerfile of a known layout."""
+    if not path.is_dir():
+        return False
+    if any((path / name).exists() for name in (MANIFEST, "train", "serve")):
+        return True
+    return any(
+        (path / name).is_file()
+        for ranks in LAYOUTS.values()
+        for rank in ranks
+        for names in rank
+        for name in names
+    )
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -84,8 +121,8 @@ def discover(paths: list[Path]) -> list[Path]:
         )
         if not children:
             raise ManifestError(
-                f"{path}: not a submission (no {MANIFEST}, train/ or serve/, not a .zip or "
-                ".tar.gz) and holds none"
+                f"{path}: not a submission (no {MANIFEST}, train/ or serve/, no Dockerfile.gpu "
+                "or Dockerfile.infer.gpu or the like, not a .zip or .tar.gz) and holds none"
             )
         found.extend(child.resolve() for child in children)
     return found
@@ -93,9 +130,20 @@ def discover(paths: list[Path]) -> list[Path]:
 
 def load_submission(root: Path) -> Submission:
     """Read a submission folder; ManifestError names the file, the key and the fix."""
+    root = root.resolve()
     manifest_path = root / MANIFEST
     data: dict[str, Any] = {}
+    if manifest_path.is_symlink() and not manifest_path.resolve().is_relative_to(root):
+        raise ManifestError(
+            f"{manifest_path}: a link that leads out of the submission folder; hand in the file "
+            "itself"
+        )
     if manifest_path.is_file():
+        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{manifest_path}: larger than {MAX_MANIFEST_BYTES // 1000} kB; a manifest holds "
+                "a few keys"
+            )
         try:
             data = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -113,34 +161,27 @@ def load_submission(root: Path) -> Submission:
     if not submission_id.strip():
         reader.fail("student.id", "must not be empty")
 
-    train_context = reader.inside(reader.string(train, "train.context", "train"), "train.context")
-    serve_context = reader.inside(reader.string(serve, "serve.context", "serve"), "serve.context")
+    warnings: list[str] = []
+    train_context, train_dockerfile = _half(reader, train, "train", warnings)
+    serve_context, serve_dockerfile = _half(reader, serve, "serve", warnings)
     command = train.get("command", [])
     if not isinstance(command, list) or not all(isinstance(w, str) for w in command):
         reader.fail("train.command", f"must be a list of strings, got {command!r}")
 
-    sample_image, sample_label, warnings = _sample(reader, serve, serve_context)
+    sample_image, sample_label = _sample(reader, serve, serve_context, warnings)
     return Submission(
         id=submission_id.strip(),
         root=root,
         student_name=reader.optional_string(student, "student.name"),
         train=TrainSpec(
             context=train_context,
-            dockerfile=reader.inside(
-                reader.string(train, "train.dockerfile", "Dockerfile"),
-                "train.dockerfile",
-                base=train_context,
-            ),
+            dockerfile=train_dockerfile,
             command=tuple(command),
             model_file=reader.file_name(train, "train.model_file", "mnist_cnn.pt"),
         ),
         serve=ServeSpec(
             context=serve_context,
-            dockerfile=reader.inside(
-                reader.string(serve, "serve.dockerfile", "Dockerfile"),
-                "serve.dockerfile",
-                base=serve_context,
-            ),
+            dockerfile=serve_dockerfile,
             model_name=reader.string(serve, "serve.model_name", "mnist"),
             model_path=reader.relative(serve, "serve.model_path", "mnist_cnn.pt"),
             sample_image=sample_image,
@@ -150,34 +191,120 @@ def load_submission(root: Path) -> Submission:
     )
 
 
-def _sample(
-    reader: _ManifestReader, serve: dict[str, Any], context: Path
-) -> tuple[Path | None, int | None, list[str]]:
-    """The student's own digit image and its label (from the manifest or the file name)."""
-    warnings: list[str] = []
-    if "sample_image" in serve:
-        image = reader.inside(
-            reader.string(serve, "serve.sample_image", ""), "serve.sample_image", base=context
+def _half(
+    reader: _ManifestReader, table: dict[str, Any], half: str, warnings: list[str]
+) -> tuple[Path, Path]:
+    """The build context and Dockerfile of one half: from the manifest, else found by layout."""
+    context_key, dockerfile_key = f"{half}.context", f"{half}.dockerfile"
+    if "context" in table or ("dockerfile" in table and (reader.root / half).is_dir()):
+        context = reader.inside(reader.string(table, context_key, half), context_key)
+        dockerfile = reader.inside(
+            reader.string(table, dockerfile_key, "Dockerfile"), dockerfile_key, base=context
         )
-    else:
-        candidates = (
-            sorted(p for p in context.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if context.is_dir()
-            else []
+        return context, dockerfile
+    if "dockerfile" in table:  # no context given: the folder holding the Dockerfile
+        named = reader.string(table, dockerfile_key, "")
+        dockerfile = reader.inside(named, dockerfile_key)
+        return reader.inside(str(Path(named).parent), dockerfile_key), dockerfile
+    found = _find_dockerfile(reader.root, half)
+    if found is None:  # nothing of any layout: the default, reported missing by the checks
+        context = reader.inside(half, context_key)
+        return context, context / "Dockerfile"
+    name, passed_over = found
+    context = reader.inside(str(Path(name).parent), context_key)
+    if name != f"{half}/Dockerfile":
+        where = "the submission folder" if context == reader.root else f"{Path(name).parent}/"
+        preferred = f" (preferred over {', '.join(passed_over)})" if passed_over else ""
+        warnings.append(
+            f"no {half}/ folder: the {HALF_NAMES[half]} image is built from {name}{preferred} "
+            f"with {where} as build context; set {dockerfile_key} in {MANIFEST} to choose "
+            "another file"
         )
-        image = candidates[0] if candidates else None
-        if len(candidates) > 1:
-            warnings.append(
-                f"several images in {context.name}/; using {candidates[0].name} "
-                "(set serve.sample_image to choose)"
+    return context, (reader.root / name).resolve()
+
+
+def _find_dockerfile(root: Path, half: str) -> tuple[str, list[str]] | None:
+    """The first rank of `LAYOUTS[half]` holding a Dockerfile: its name and the names it was
+    preferred over; ManifestError when two files of that rank could be meant."""
+    for rank in LAYOUTS[half]:
+        found = [
+            present
+            for names in rank
+            if (present := [name for name in names if _file_inside(root, root / name)])
+        ]
+        if len(found) > 1:
+            first, second = found[0][0], found[1][0]
+            raise ManifestError(
+                f"{root}: both {first} and {second} could be the {HALF_NAMES[half]} "
+                f'Dockerfile; say which in {MANIFEST}, e.g. [{half}] dockerfile = "{first}"'
             )
+        if found:
+            return found[0][0], found[0][1:]
+    return None
+
+
+def _file_inside(root: Path, path: Path) -> bool:
+    """`path` is, or leads to, a regular file inside `root` (links out of it never count)."""
+    resolved = path.resolve()
+    return resolved.is_relative_to(root) and resolved.is_file()
+
+
+def _sample(
+    reader: _ManifestReader, serve: dict[str, Any], context: Path, warnings: list[str]
+) -> tuple[Path | None, int | None]:
+    """The student's own digit image and its label (from the manifest or the file name)."""
+    if "sample_image" in serve:
+        named = reader.string(serve, "serve.sample_image", "")
+        image = reader.inside(named, "serve.sample_image", base=context)
+        name = Path(named).stem
+    else:
+        found = _find_sample(reader.root, context, warnings)
+        image, name = (found[0], found[1].stem) if found else (None, "")
     label = serve.get("sample_label")
     if label is not None and (isinstance(label, bool) or label not in range(10)):
         reader.fail("serve.sample_label", f"must be a digit 0-9, got {label!r}")
     if label is None and image is not None:
-        digits = re.findall(r"(?<![0-9])([0-9])(?![0-9])", image.stem)
+        digits = re.findall(r"(?<![0-9])([0-9])(?![0-9])", name)
         label = int(digits[-1]) if digits else None
-    return image, label, warnings
+    return image, label
+
+
+def _find_sample(root: Path, context: Path, warnings: list[str]) -> tuple[Path, Path] | None:
+    """The digit image (its resolved path and the name it was found under) in the serve context.
+
+    An image whose name carries one digit (`digit_7.png`, `7.png`) is the student's digit; in a
+    folder of its own (`serve/`) any image will do when none does, but next to the rest of the
+    hand-in (the flat layout) other images are screenshots and the like, never the digit.
+    """
+    images = _images(root, context)
+    digits = [image for image in images if _names_a_digit(image)]
+    candidates = digits if digits or context == root else images
+    if not candidates and context != root:
+        candidates = [image for image in _images(root, root) if _names_a_digit(image)]
+    if not candidates:
+        return None
+    chosen = candidates[0]
+    if len(candidates) > 1:
+        where = "the submission folder" if chosen.parent == root else f"{chosen.parent.name}/"
+        warnings.append(
+            f"several images in {where}; using {chosen.name} (set serve.sample_image to choose)"
+        )
+    return (chosen.resolve(), chosen)
+
+
+def _images(root: Path, folder: Path) -> list[Path]:
+    """Image files right in `folder` that are, or lead to, regular files inside `root`."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES and _file_inside(root, path)
+    )
+
+
+def _names_a_digit(image: Path) -> bool:
+    return [len(run) for run in re.findall(r"[0-9]+", image.stem)] == [1]
 
 
 class _ManifestReader:

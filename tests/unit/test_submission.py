@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from grader.errors import ManifestError
-from grader.submission import discover, load_submission
+from grader.submission import discover, is_submission_dir, load_submission
 
 
 def make(tmp_path, manifest=None, files=("train/Dockerfile",)):
@@ -100,3 +100,249 @@ def test_discover_errors(tmp_path):
         discover([tmp_path / "missing"])
     with pytest.raises(ManifestError, match=r"not a submission .* and holds none"):
         discover([tmp_path])
+
+
+# --- the lab repository's own layout -------------------------------------------------------------
+
+LAB_FILES = (
+    "Dockerfile.gpu",
+    "Dockerfile.cpu",
+    "Dockerfile.infer.gpu",
+    "Dockerfile.infer.cpu",
+    "pytorch_mnist_basic.py",
+    "config.properties",
+    "digit_7.png",
+)
+
+
+def test_the_lab_layout_builds_both_halves_from_the_folder_itself(tmp_path):
+    root = make(tmp_path, files=LAB_FILES)
+    submission = load_submission(root)
+    assert submission.train.context == root and submission.serve.context == root
+    assert submission.train.dockerfile == root / "Dockerfile.gpu"
+    assert submission.serve.dockerfile == root / "Dockerfile.infer.gpu"
+    assert (submission.serve.sample_image, submission.serve.sample_label) == (
+        root / "digit_7.png",
+        7,
+    )
+    notes = " | ".join(submission.warnings)
+    assert "training image is built from Dockerfile.gpu (preferred over Dockerfile.cpu)" in notes
+    assert (
+        "inference image is built from Dockerfile.infer.gpu (preferred over Dockerfile.infer.cpu)"
+        in notes
+    )
+    assert "with the submission folder as build context" in notes
+
+
+def test_the_lab_layout_with_cpu_files_only(tmp_path):
+    root = make(tmp_path, files=("Dockerfile.cpu", "Dockerfile.infer.cpu", "7.png"))
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / "Dockerfile.cpu"
+    assert submission.serve.dockerfile == root / "Dockerfile.infer.cpu"
+    assert submission.serve.sample_label == 7
+    assert "preferred over" not in " ".join(submission.warnings)
+
+
+@pytest.mark.parametrize(
+    ("files", "train", "serve"),
+    [
+        (("train.Dockerfile", "serve.Dockerfile"), "train.Dockerfile", "serve.Dockerfile"),
+        (("Dockerfile.train", "Dockerfile.serve"), "Dockerfile.train", "Dockerfile.serve"),
+        (("Dockerfile.train", "Dockerfile.infer"), "Dockerfile.train", "Dockerfile.infer"),
+        (
+            ("training/Dockerfile", "inference/Dockerfile"),
+            "training/Dockerfile",
+            "inference/Dockerfile",
+        ),
+    ],
+)
+def test_common_variants_are_recognised(tmp_path, files, train, serve):
+    root = make(tmp_path, files=files)
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / train
+    assert submission.train.context == (root / train).parent
+    assert submission.serve.dockerfile == root / serve
+    assert submission.serve.context == (root / serve).parent
+
+
+def test_folder_variants_note_their_build_context(tmp_path):
+    root = make(tmp_path, files=("training/Dockerfile", "inference/Dockerfile"))
+    notes = " | ".join(load_submission(root).warnings)
+    assert "built from training/Dockerfile with training/ as build context" in notes
+    assert "built from inference/Dockerfile with inference/ as build context" in notes
+
+
+@pytest.mark.parametrize(
+    ("files", "train", "serve"),
+    [
+        # train/ and serve/ first, then the lab's names, then the variants
+        (
+            ("train/Dockerfile", "serve/Dockerfile", "Dockerfile.gpu", "Dockerfile.infer.gpu"),
+            "train/Dockerfile",
+            "serve/Dockerfile",
+        ),
+        (
+            ("Dockerfile.cpu", "train.Dockerfile", "Dockerfile.infer.cpu", "inference/Dockerfile"),
+            "Dockerfile.cpu",
+            "Dockerfile.infer.cpu",
+        ),
+        # each half on its own
+        (("train/Dockerfile", "Dockerfile.infer.gpu"), "train/Dockerfile", "Dockerfile.infer.gpu"),
+    ],
+)
+def test_precedence_of_layouts(tmp_path, files, train, serve):
+    root = make(tmp_path, files=files)
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / train
+    assert submission.serve.dockerfile == root / serve
+
+
+def test_the_default_layout_needs_no_note(tmp_path):
+    root = make(tmp_path, files=("train/Dockerfile", "serve/Dockerfile", "serve/digit_7.png"))
+    assert load_submission(root).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("files", "first", "second", "key"),
+    [
+        (("train.Dockerfile", "Dockerfile.train"), "train.Dockerfile", "Dockerfile.train", "train"),
+        (
+            ("Dockerfile.gpu", "serve.Dockerfile", "inference/Dockerfile"),
+            "serve.Dockerfile",
+            "inference/Dockerfile",
+            "serve",
+        ),
+    ],
+)
+def test_two_candidates_of_one_rank_fail_naming_both_and_the_key(
+    tmp_path, files, first, second, key
+):
+    root = make(tmp_path, files=files)
+    with pytest.raises(ManifestError) as raised:
+        load_submission(root)
+    message = str(raised.value)
+    assert message.startswith(str(root))
+    assert first in message and second in message
+    assert f'[{key}] dockerfile = "{first}"' in message
+
+
+def test_a_manifest_dockerfile_settles_an_ambiguity(tmp_path):
+    root = make(
+        tmp_path,
+        '[train]\ndockerfile = "Dockerfile.train"\n',
+        files=("train.Dockerfile", "Dockerfile.train", "Dockerfile.infer.gpu"),
+    )
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / "Dockerfile.train"
+    assert submission.train.context == root
+    assert not any("training image" in note for note in submission.warnings)
+
+
+def test_a_manifest_dockerfile_in_a_folder_makes_that_folder_the_context(tmp_path):
+    root = make(tmp_path, '[serve]\ndockerfile = "web/Dockerfile"\n', files=("web/Dockerfile",))
+    submission = load_submission(root)
+    assert submission.serve.context == root / "web"
+    assert submission.serve.dockerfile == root / "web" / "Dockerfile"
+
+
+def test_manifest_keys_win_over_every_layout(tmp_path):
+    root = make(
+        tmp_path,
+        '[train]\ncontext = "code"\n[serve]\ncontext = "."\ndockerfile = "Dockerfile.cpu"\n',
+        files=("code/Dockerfile", "train/Dockerfile", "Dockerfile.gpu", "Dockerfile.cpu"),
+    )
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / "code" / "Dockerfile"
+    assert submission.serve.dockerfile == root / "Dockerfile.cpu"
+    assert submission.serve.context == root
+
+
+def test_in_a_flat_layout_a_screenshot_is_not_the_digit(tmp_path):
+    root = make(
+        tmp_path,
+        files=("Dockerfile.gpu", "Dockerfile.infer.gpu", "screenshot.png", "a_report.jpg"),
+    )
+    submission = load_submission(root)
+    assert submission.serve.sample_image is None
+    root = make(
+        tmp_path / "2",
+        files=(
+            "Dockerfile.gpu",
+            "Dockerfile.infer.gpu",
+            "Screenshot 2024-05-01 at 3.png",
+            "aaa.png",
+            "my_digit_4.jpeg",
+        ),
+    )
+    submission = load_submission(root)
+    assert (submission.serve.sample_image, submission.serve.sample_label) == (
+        root / "my_digit_4.jpeg",
+        4,
+    )
+
+
+def test_a_digit_named_image_is_preferred_in_the_serve_folder(tmp_path):
+    root = make(
+        tmp_path, files=("train/Dockerfile", "serve/Dockerfile", "serve/arch.png", "serve/8.png")
+    )
+    submission = load_submission(root)
+    assert (submission.serve.sample_image, submission.serve.sample_label) == (
+        root / "serve" / "8.png",
+        8,
+    )
+
+
+def test_the_digit_next_to_an_inference_folder_is_found(tmp_path):
+    root = make(tmp_path, files=("training/Dockerfile", "inference/Dockerfile", "digit_2.png"))
+    submission = load_submission(root)
+    assert (submission.serve.sample_image, submission.serve.sample_label) == (
+        root / "digit_2.png",
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("Dockerfile.gpu",),
+        ("Dockerfile.infer.cpu",),
+        ("train.Dockerfile",),
+        ("Dockerfile.serve",),
+        ("inference/Dockerfile",),
+    ],
+)
+def test_lab_layout_folders_are_submissions(tmp_path, names):
+    batch = tmp_path / "batch"
+    root = make(batch, files=names)
+    assert is_submission_dir(root)
+    assert discover([batch]) == [root.resolve()]
+    assert discover([root]) == [root.resolve()]
+
+
+def test_a_folder_named_inference_without_a_dockerfile_is_no_submission(tmp_path):
+    (tmp_path / "inference").mkdir()
+    (tmp_path / "notes.md").write_text("x")
+    assert not is_submission_dir(tmp_path)
+
+
+def test_a_dockerfile_that_links_out_of_the_submission_is_not_a_candidate(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_text("FROM alpine\n")
+    root = make(tmp_path, files=("Dockerfile.cpu", "Dockerfile.infer.gpu"))
+    (root / "Dockerfile.gpu").symlink_to(outside)
+    assert load_submission(root).train.dockerfile == root / "Dockerfile.cpu"
+
+
+def test_a_manifest_that_links_out_of_the_submission_is_refused(tmp_path):
+    outside = tmp_path / "secret.toml"
+    outside.write_text('[student]\nid = "x"\n')
+    root = make(tmp_path)
+    (root / "submission.toml").symlink_to(outside)
+    with pytest.raises(ManifestError, match="a link that leads out of the submission folder"):
+        load_submission(root)
+
+
+def test_a_huge_manifest_is_refused(tmp_path):
+    root = make(tmp_path, "# " + "x" * 200_000 + "\n")
+    with pytest.raises(ManifestError, match=r"larger than 100 kB; a manifest holds a few keys"):
+        load_submission(root)
