@@ -25,6 +25,7 @@ from grader.containers import RUN_LABEL
 from grader.dockerfile import read_dockerfile
 from grader.errors import BaseImageUnavailable, GraderError
 from grader.intake import is_archive
+from grader.runs import images_in_use, run_state
 from grader.settings import Settings
 from grader.standins import STANDIN_LABEL
 from grader.submission import Submission, discover, load_submission
@@ -138,17 +139,48 @@ def harness_images(client: docker.DockerClient, settings: Settings) -> list[Made
     return sorted(made.values(), key=lambda image: image.tag)
 
 
-def prune(client: docker.DockerClient, settings: Settings, standins: bool = False) -> list[str]:
+@dataclass(frozen=True)
+class Pruned:
+    removed: list[str]  # tags removed
+    spared: list[str]  # tags left because a live grading run uses them
+
+
+def prune(client: docker.DockerClient, settings: Settings, standins: bool = False) -> Pruned:
     """Remove every tag `harness_images` lists (an image goes when its last tag does), the
-    stand-ins' only with `standins`; nothing else. Returns the tags removed."""
-    removed = []
+    stand-ins' only with `standins`; nothing else. What a live grading run on this host (any
+    `GRADER_HOME`) uses stays: its own images, and the base images it said it builds on (all of
+    them, while one has not said yet)."""
+    in_use = images_in_use(settings)
+    used_ids = set()
+    for tag in in_use or ():
+        with contextlib.suppress(docker.errors.APIError):
+            used_ids.add(client.images.get(tag).id)
+    graded: dict[str, str] = {}  # graded image tag -> its run
+    for image in client.images.list(filters={"label": RUN_LABEL}):
+        for tag in image.tags:
+            graded[tag] = image.labels.get(RUN_LABEL, "")
+    removed, spared = [], []
     for made in harness_images(client, settings):
         if made.origin.startswith(STANDIN_ORIGIN) and not standins:
+            continue
+        if made.tag in graded:
+            # Only a provably dead run's: a live one is still grading with it.
+            if run_state(settings, graded[made.tag]) != "dead":
+                spared.append(made.tag)
+                continue
+        elif in_use is None or made.tag in in_use or _image_id(client, made.tag) in used_ids:
+            spared.append(made.tag)
             continue
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
             client.images.remove(made.tag)
             removed.append(made.tag)
     record = settings.home / PROVIDED_RECORD
-    if standins:
+    if standins and not spared:
         record.unlink(missing_ok=True)
-    return removed
+    return Pruned(removed, spared)
+
+
+def _image_id(client: docker.DockerClient, tag: str) -> str | None:
+    with contextlib.suppress(docker.errors.APIError):
+        return str(client.images.get(tag).id)
+    return None

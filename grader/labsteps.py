@@ -15,7 +15,7 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import docker
@@ -23,7 +23,7 @@ import docker.errors
 
 ALPINE = "alpine:latest"
 # BusyBox and Alpine's sh end their prompt with "# " or "$ ", maybe followed by terminal codes.
-PROMPT = re.compile(rb"[#$] (?:\x1b\[[0-9;]*[A-Za-z])*$")
+PROMPT = re.compile(rb"[#$] (?:\x1b\[[0-9;]*[A-Za-z])*\Z")
 CURSOR_QUERY = b"\x1b[6n"  # ash asks where the cursor is; a terminal answers with its position
 ROOT_ENTRIES = {"bin", "etc", "proc", "tmp"}
 
@@ -67,26 +67,40 @@ def interactive_session(image: str, labels: Mapping[str, str], timeout_s: float 
         return StepResult(False, "the docker command-line client is not installed (apt install "
                           "docker.io); the interactive step needs it")  # fmt: skip
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    return drive_shell(
+        [cli, "run", "-it", "--rm", "--network", "none", *label_args, image, "sh"], timeout_s
+    )
+
+
+def drive_shell(command: list[str], timeout_s: float) -> StepResult:
+    """Run `command` (a shell) on a pseudo-terminal and type into it as a person would, going by
+    what it prints, never by how long things take: wait for its prompt, type `ls /` and read
+    until the listing and the next prompt, type `tty` and read until its answer, type `exit` and
+    wait for the end. Cursor-position queries are answered whenever they come. Only a deadline
+    of `timeout_s` for the whole dialogue ends it early.
+    """
     controller, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     process = subprocess.Popen(
-        [cli, "run", "-it", "--rm", "--network", "none", *label_args, image, "sh"],
-        stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
-    )  # fmt: skip
+        command, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
+    )
     os.close(terminal)
     session = _Session(controller, time.monotonic() + timeout_s)
     try:
-        if not session.expect(PROMPT):
+        if not session.expect(lambda out: PROMPT.search(out) is not None):
             return StepResult(False, "no shell prompt appeared", session.text)
-        session.send("ls /\n")
-        if not session.expect(PROMPT) or not set(session.text.split()) >= ROOT_ENTRIES:
+        typed = session.send("ls /\n")
+        # A prompt the shell prints again (it redraws its line when the terminal is resized)
+        # is not the end of the command: the listing is, followed by the next prompt.
+        if not session.expect(lambda out: _lists_root(out[typed:]) and bool(PROMPT.search(out))):
             return StepResult(False, "`ls /` typed in the shell did not list /", session.text)
-        session.send("tty\n")
-        if not session.expect(rb"/dev/pts/\d+"):
+        typed = session.send("tty\n")
+        if not session.expect(lambda out: TERMINAL_NAME.search(out, typed) is not None):
             return StepResult(False, "the shell has no terminal (`tty` said otherwise)",
                               session.text)  # fmt: skip
         session.send("exit\n")
-        code = process.wait(timeout=max(1.0, session.deadline - time.monotonic()))
+        session.expect(lambda out: False)  # read on until the terminal closes, or the deadline
+        code = process.wait(timeout=max(0.1, session.deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return StepResult(False, "the container did not end after `exit`", session.text)
     finally:
@@ -105,38 +119,48 @@ def interactive_session(image: str, labels: Mapping[str, str], timeout_s: float 
     )
 
 
+TERMINAL_NAME = re.compile(rb"/dev/pts/\d+")
+ESCAPE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _lists_root(output: bytes) -> bool:
+    words = set(ESCAPE.sub(b" ", output).decode(errors="replace").split())
+    return words >= ROOT_ENTRIES
+
+
 class _Session:
-    """Reads a pseudo-terminal until a pattern shows up or the deadline passes."""
+    """Reads a pseudo-terminal until what it printed satisfies a condition, the terminal closes,
+    or the deadline passes; answers the shell's cursor-position queries as a terminal would."""
 
     def __init__(self, fd: int, deadline: float) -> None:
         self.fd = fd
         self.deadline = deadline
         self.output = b""
-        self._seen = 0  # where the next expect starts looking
+        self._answered = 0  # cursor queries answered so far
+        self._open = True
 
     @property
     def text(self) -> str:
         return self.output.decode(errors="replace").replace("\r\n", "\n")
 
-    def send(self, text: str) -> None:
+    def send(self, text: str) -> int:
+        """Type `text`; returns where the shell's answer to it starts in `output`."""
+        at = len(self.output)
         os.write(self.fd, text.encode())
+        return at
 
-    def expect(self, pattern: re.Pattern[bytes] | bytes) -> bool:
-        regex = re.compile(pattern) if isinstance(pattern, bytes) else pattern
-        while True:
-            match = regex.search(self.output, self._seen)
-            if match:
-                self._seen = match.end()
-                return True
+    def expect(self, done: Callable[[bytes], bool]) -> bool:
+        while not done(self.output):
             if not self._read(self.deadline - time.monotonic()):
                 return False
+        return True
 
     def drain(self) -> None:
         while self._read(0.2):
             pass
 
     def _read(self, timeout_s: float) -> bool:
-        if timeout_s <= 0:
+        if timeout_s <= 0 or not self._open:
             return False
         ready, _, _ = select.select([self.fd], [], [], timeout_s)
         if not ready:
@@ -144,8 +168,14 @@ class _Session:
         try:
             chunk = os.read(self.fd, 4096)
         except OSError:  # the terminal closed: the process ended
+            chunk = b""
+        if not chunk:
+            self._open = False
             return False
         self.output += chunk
-        if CURSOR_QUERY in chunk:  # answer as a terminal would, or the line editor waits
+        # Counted over everything read, so that a query split across two reads is answered too.
+        queries = self.output.count(CURSOR_QUERY)
+        while self._answered < queries:
             os.write(self.fd, b"\x1b[1;1R")
-        return bool(chunk)
+            self._answered += 1
+        return True

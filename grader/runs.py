@@ -1,26 +1,63 @@
 """Which grading runs are alive, and reaping what dead ones left behind.
 
-A run holds an exclusive lock on `<home>/runs/<run-id>/.lock` for as long as its process lives;
-the kernel releases it however the process ends (SIGINT, SIGTERM, SIGKILL). A run whose lock can
-be taken is dead: its containers and images (found by label) and its folder are removed, except
-the images of a run that ended with `--keep-images`: those stay until `prune_kept_images` bounds
-them.
+A run holds an exclusive lock on `<run-id>.lock` in a host-wide folder (the same whatever
+`GRADER_HOME` the run uses) for as long as its process lives; the kernel releases it however the
+process ends (SIGINT, SIGTERM, SIGKILL), and the file stays as the proof. A run is dead only when
+a lock file of it exists and can be taken: a run with no lock file anywhere (made by another
+host's harness on a shared engine, or by a test) is not provably dead and is left alone. The
+containers, networks and images of a dead run (found by label) and its folders are removed,
+except the images of a run that ended with `--keep-images`: those stay until
+`prune_kept_images` bounds them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import shutil
-from typing import IO
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Literal
 
 import docker
 
 from grader.containers import RUN_LABEL, remove_labelled
 from grader.settings import Settings
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".lock"  # in a run's folder: where runs of earlier versions held their lock
+# Host-wide, in this order: the first one that can be written holds new locks; all are read.
+# Both outlive a reboot's clean-up of /run, so that a run cut off by a reboot is still dead.
+LOCK_FOLDERS = (Path("/var/lib/lab5-grader/runs"), Path("/var/tmp/lab5-grader-runs"))
+
+RunState = Literal["alive", "dead", "unknown"]
+# What the harness makes run ids of; anything else found in a label or a folder is not a run's.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def lock_folders() -> tuple[Path, ...]:
+    """Where run locks live; `GRADER_RUN_LOCKS` names one more to read and write first."""
+    extra = os.environ.get("GRADER_RUN_LOCKS")
+    return ((Path(extra),) if extra else ()) + LOCK_FOLDERS
+
+
+def _writable_lock_folder() -> Path:
+    for folder in lock_folders():
+        with contextlib.suppress(OSError):
+            if not folder.is_dir():
+                folder.mkdir(parents=True)
+                if folder.parent == Path("/var/tmp"):
+                    folder.chmod(0o1777)  # every user's runs lock here; none removes another's
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError(
+        "no folder for run locks can be written: "
+        + ", ".join(str(f) for f in lock_folders())
+        + "; set GRADER_RUN_LOCKS to a folder every grading run on this host can write"
+    )
 
 
 class RunLock:
@@ -29,20 +66,49 @@ class RunLock:
     def __init__(self, settings: Settings, run_id: str) -> None:
         self.folder = settings.run_dir(run_id)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] | None = open(self.folder / LOCK_NAME, "w")  # noqa: SIM115
+        lock_folder = _writable_lock_folder()
+        # Locked before it gets its name, so that no reaper ever sees it free while alive.
+        pending = lock_folder / f".{run_id}.{os.getpid()}"
+        self._handle: IO[str] | None = open(pending, "w")  # noqa: SIM115
         fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._record: dict[str, object] = {"pid": os.getpid(), "home": str(settings.home)}
+        self._write()
+        os.chmod(pending, 0o644)
+        self.path = lock_folder / f"{run_id}.lock"
+        os.replace(pending, self.path)
+
+    def record_images(self, images: Iterable[str]) -> None:
+        """Say which base images the run uses: `grader images prune` leaves them while it lives
+        (until this is said, a live run counts as using every base image)."""
+        self._record["images"] = sorted(set(images))
+        self._write()
+
+    def _write(self) -> None:
+        assert self._handle is not None
+        self._handle.seek(0)
+        self._handle.truncate()
+        json.dump(self._record, self._handle)
+        self._handle.flush()
 
     def release(self) -> None:
+        """Free the lock; its file stays as the proof that the run is over."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
 
 
-def is_alive(settings: Settings, run_id: str) -> bool:
-    lock = settings.run_dir(run_id) / LOCK_NAME
-    if not lock.is_file():
-        return False
-    with open(lock) as handle:
+def _lock_files(settings: Settings, run_id: str) -> list[Path]:
+    candidates = [folder / f"{run_id}.lock" for folder in lock_folders()]
+    candidates.append(settings.run_dir(run_id) / LOCK_NAME)
+    return [path for path in candidates if path.is_file()]
+
+
+def _held(lock: Path) -> bool:
+    try:
+        handle = open(lock)  # noqa: SIM115
+    except OSError:
+        return False  # gone since it was listed: released and reaped
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -51,26 +117,119 @@ def is_alive(settings: Settings, run_id: str) -> bool:
     return False
 
 
-def reap_dead_runs(client: docker.DockerClient, settings: Settings) -> list[str]:
-    """Remove the containers, images and folders of every run that is no longer alive."""
+def run_state(settings: Settings, run_id: str) -> RunState:
+    """alive: its lock is held; dead: a lock file of it exists and is free (or it ended keeping
+    its images, marked in this home); unknown: nothing proves either."""
+    locks = _lock_files(settings, run_id)
+    if any(_held(lock) for lock in locks):
+        return "alive"
+    if locks or (settings.kept_images_dir / run_id).is_file():
+        return "dead"
+    return "unknown"
+
+
+def is_alive(settings: Settings, run_id: str) -> bool:
+    return run_state(settings, run_id) == "alive"
+
+
+def live_runs(settings: Settings) -> list[str]:
+    """Every run on this host whose lock is held, whatever its `GRADER_HOME`."""
+    return sorted(run_id for run_id in _locked_run_ids(settings) if is_alive(settings, run_id))
+
+
+def _locked_run_ids(settings: Settings) -> set[str]:
+    run_ids = set()
+    for folder in lock_folders():
+        if folder.is_dir():
+            run_ids.update(
+                p.name.removesuffix(".lock") for p in folder.iterdir() if p.name.endswith(".lock")
+            )
+    return {run_id for run_id in run_ids if RUN_ID.fullmatch(run_id)}
+
+
+def _records(settings: Settings, run_id: str) -> list[dict[str, object]]:
+    """What the run wrote into its lock files (pid, home, base images used)."""
+    records = []
+    for lock in _lock_files(settings, run_id):
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(lock.read_text() or "{}")
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def _homes(settings: Settings, run_id: str) -> set[Path]:
+    """The `GRADER_HOME`s the run used: this one, and the one its lock file names."""
+    homes = {settings.home}
+    for record in _records(settings, run_id):
+        home = record.get("home")
+        if isinstance(home, str) and Path(home).is_absolute():
+            homes.add(Path(home))
+    return homes
+
+
+def images_in_use(settings: Settings) -> set[str] | None:
+    """The base images the live runs on this host use; None when one of them has not said
+    yet (it may use any)."""
+    used: set[str] = set()
+    for run_id in live_runs(settings):
+        said = [
+            r["images"] for r in _records(settings, run_id) if isinstance(r.get("images"), list)
+        ]
+        if not said:
+            return None
+        used.update(str(image) for images in said for image in images)
+    return used
+
+
+def reap_dead_runs(
+    client: docker.DockerClient, settings: Settings, among: Iterable[str] | None = None
+) -> list[str]:
+    """Remove the containers, networks, images and folders of every run on this host that is
+    provably dead (`among` those run ids only, when given); alive and unknown runs are left."""
     runs_dir = settings.runs_dir
     run_ids = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
+    run_ids |= _locked_run_ids(settings)
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
         run_ids.add(container.labels.get(RUN_LABEL, ""))
     for image in client.images.list(filters={"label": RUN_LABEL}):
         run_ids.add((image.labels or {}).get(RUN_LABEL, ""))
     for network in client.networks.list(filters={"label": RUN_LABEL}):
         run_ids.add((network.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
+    if among is not None:
+        run_ids &= set(among)
     reaped = []
-    for run_id in sorted(run_ids - {""}):
-        if is_alive(settings, run_id):
+    for run_id in sorted(r for r in run_ids if RUN_ID.fullmatch(r)):
+        if run_state(settings, run_id) != "dead":
             continue
-        kept = (settings.kept_images_dir / run_id).is_file()
+        homes = [replace(settings, home=home) for home in _homes(settings, run_id)]
+        kept = any((home.kept_images_dir / run_id).is_file() for home in homes)
+        removed = 0
         with contextlib.suppress(docker.errors.APIError):
-            remove_labelled(client, {RUN_LABEL: run_id}, images=not kept)
-        shutil.rmtree(runs_dir / run_id, ignore_errors=True)
-        reaped.append(run_id)
+            removed = remove_labelled(client, {RUN_LABEL: run_id}, images=not kept)
+        for home in homes:
+            if home.run_dir(run_id).is_dir():
+                shutil.rmtree(home.run_dir(run_id), ignore_errors=True)
+                removed += 1
+        if not _leftovers(client, run_id, images=not kept):
+            # Nothing of it is left to prove dead: its lock file has done its work.
+            for lock in _lock_files(settings, run_id):
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        if removed:  # a run that ended well left only its lock file
+            reaped.append(run_id)
     return reaped
+
+
+def _leftovers(client: docker.DockerClient, run_id: str, images: bool) -> bool:
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
+    with contextlib.suppress(docker.errors.APIError):
+        return bool(
+            client.containers.list(all=True, filters=selector)
+            or client.networks.list(filters=selector)
+            or (images and client.images.list(filters=selector))
+        )
+    return True
 
 
 def keep_images_of(settings: Settings, run_id: str) -> None:
