@@ -267,8 +267,13 @@ def _images(args: argparse.Namespace) -> int:
             print("the harness has made or provided no image on this engine")
         return 0
     if action == "prune":
-        removed = images.prune(client, settings, standins=args.standins)
-        print(f"removed {len(removed)} image tag(s): {', '.join(removed) or '-'}")
+        pruned = images.prune(client, settings, standins=args.standins)
+        print(f"removed {len(pruned.removed)} image tag(s): {', '.join(pruned.removed) or '-'}")
+        if pruned.spared:
+            print(
+                f"left {len(pruned.spared)} image tag(s) that grading runs still going on this "
+                f"host use: {', '.join(pruned.spared)}; prune again when they have ended"
+            )
         return 0
     provider = BaseImageProvider(client, settings, say, _image_sources(args))
     needed = images.needed_images(images.submissions_in([Path(p) for p in args.paths]))
