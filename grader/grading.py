@@ -388,10 +388,12 @@ class Grader:
             except BaseImageUnavailable as error:
                 result = StepResult(False, f"{error}; run `grader setup` to build the stand-in")
             else:
+                # A container's start-up and first answers: as long as a server's may take.
+                timeout = self.profile.limits.server_ready_seconds
                 if step == "run":
-                    result = run_listing(self.client, ALPINE, labels)
+                    result = run_listing(self.client, ALPINE, labels, timeout)
                 else:
-                    result = interactive_session(ALPINE, labels)
+                    result = interactive_session(ALPINE, labels, timeout)
                 remove_labelled(self.client, labels, images=False)
             self._alpine_steps[step] = result
         return self._alpine_steps[step]

@@ -47,6 +47,7 @@ from grader.grading import (
 )
 from grader.images import needed_images
 from grader.intake import ArchiveRefused, archive_stem, is_archive, submission_folder
+from grader.labsteps import ALPINE
 from grader.parallel import SubmissionScheduling
 from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
@@ -456,6 +457,8 @@ class GradingSession:
         """Before anything is built: every base image the batch needs, from its sources; a
         missing one is told once, with the submissions that need it (workers are told too)."""
         needed = needed_images(i.submission for i in self.intakes.values() if i.submission)
+        if self._lock is not None:  # `grader images prune` leaves these while the run lives
+            self._lock.record_images([*needed, ALPINE, BASE_IMAGE])
         for image, users in needed.items():
             try:
                 self.grader.base_images.ensure(image)
