@@ -7,6 +7,7 @@ than raising, so that the checks stay thin and a wait is done once per submissio
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import threading
 import time
@@ -20,6 +21,7 @@ from PIL import Image
 from grader.containers import RunningServer
 from grader.dataset import ROWS, Digits
 from grader.diagnosis import ContainerInspector, Listener
+from grader.intake import IntakeRefused, copy_tree
 from grader.predictions import PredictionFormatError, parse_prediction
 from grader.torchserve import (
     TorchServeAPI,
@@ -64,13 +66,27 @@ def prepare_serve_context(
 ) -> tuple[Path | None, str]:
     """Copy the serve context to `scratch` with the model at `model_path`.
 
-    Returns the model's origin ("trained" or "committed") or None with the reason there is none.
+    The copy follows no link, and links that leave it lead nowhere; the model is written only
+    into real folders of the copy. Returns the model's origin ("trained" or "committed") or None
+    with the reason there is none.
     """
     shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(context, scratch, symlinks=True)
-    target = scratch / model_path
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        copy_tree(context, scratch)
+    except IntakeRefused as error:
+        return None, str(error)
+    folder, problem = _real_folder(
+        scratch, Path(model_path).parent, create=trained_model is not None
+    )
+    if folder is None:
+        return None, f"serve.model_path {model_path}: {problem}"
+    target = folder / Path(model_path).name
+    if target.is_dir() and not target.is_symlink():
+        return None, (
+            f"serve.model_path {model_path} is a folder in {context.name}/; name the model file"
+        )
     if trained_model is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         shutil.copyfile(trained_model, target)
         return scratch, "trained"
@@ -80,6 +96,28 @@ def prepare_serve_context(
         f"there is no model to serve: training produced none and {model_path} is not in "
         f"{context.name}/"
     )
+
+
+def _real_folder(root: Path, relative: Path, create: bool) -> tuple[Path | None, str]:
+    """The real folder `relative` names under `root` (made when `create`), with links inside
+    `root` followed; None and why when it leads out of `root` or is not a folder."""
+    root = root.resolve()
+    current = root
+    for part in relative.parts:
+        step = current / part
+        if step.is_symlink():
+            step = Path(os.path.realpath(step))
+            if not step.is_relative_to(root):
+                return None, (
+                    f"{part} is a link that leads out of the serve context; the grader writes "
+                    "the model only into folders of the context itself"
+                )
+        if not step.exists() and create:
+            step.mkdir()
+        elif step.exists() and not step.is_dir():
+            return None, f"{part} is a file where a folder is needed"
+        current = step
+    return current, ""
 
 
 def exited_outcome(server: Server) -> Outcome | None:

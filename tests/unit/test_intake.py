@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 import tarfile
 import zipfile
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.intake import ArchiveLimits, ArchiveRefused, unpack
+from grader.intake import ArchiveLimits, ArchiveRefused, IntakeRefused, stage, unpack
+from grader.serving import prepare_serve_context
 from grader.submission import discover
 
 
@@ -133,3 +135,291 @@ def test_a_damaged_archive_is_refused(tmp_path):
     with pytest.raises(ArchiveRefused) as error:
         unpack(damaged, tmp_path / "i")
     assert str(error.value).startswith("half.zip: not a readable archive (")
+
+
+# --- archives: names that are not plain paths ----------------------------------------------------
+
+
+def test_a_tar_of_dot_unpacks_like_its_folder(tmp_path):
+    # what `tar -C alice -czf alice.tar.gz .` writes: `./`, `./train/`, `./train/Dockerfile`
+    archive = _tar(
+        tmp_path / "alice.tar.gz",
+        [_member(".", tarfile.DIRTYPE), _member("./train", tarfile.DIRTYPE),
+         _member("./train/Dockerfile"), _member("./submission.toml")],
+        {"./train/Dockerfile": b"FROM x\n", "./submission.toml": b""},
+    )  # fmt: skip
+    folder = unpack(archive, tmp_path / "intake")
+    assert (folder / "train" / "Dockerfile").read_bytes() == b"FROM x\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["submission.toml", "train"]
+
+
+def test_duplicate_entries_keep_the_last_as_tar_does(tmp_path):
+    archive = tmp_path / "twice.tar.gz"
+    with tarfile.open(archive, "w:gz") as handle:
+        for number, name in enumerate(["a/f", "a//f", "a/./f"]):
+            data = f"version {number}".encode()
+            member = _member(name)
+            member.size = len(data)
+            handle.addfile(member, io.BytesIO(data))
+    folder = unpack(archive, tmp_path / "intake")
+    assert (folder / "f").read_text() == "version 2"
+
+
+def _zip_nameless(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a/train/Dockerfile", b"x")
+        archive.writestr(zipfile.ZipInfo(""), b"x")  # an entry without a name
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_archive", "message"),
+    [
+        (
+            lambda path: _zip_nameless(path / "empty.zip"),
+            "entry '' is a file without a name",
+        ),
+        (
+            lambda path: _zip(path / "clash.zip", {"a/train": b"x", "a/train/Dockerfile": b"y"}),
+            "entry 'a/train/Dockerfile' needs a folder 'a/train' where the archive has a file",
+        ),
+        (
+            lambda path: _tar(
+                path / "clash.tar.gz",
+                [_member("a/train", tarfile.DIRTYPE), _member("a/train")],
+            ),
+            "'a/train' is both a file and a folder in it",
+        ),
+        (
+            lambda path: _tar(path / "clash.tar.gz", [_member("./x"), _member("x/y")]),
+            "entry 'x/y' needs a folder 'x' where the archive has a file",
+        ),
+    ],
+)
+def test_nameless_and_clashing_entries_are_refused(tmp_path, make_archive, message):
+    archive = make_archive(tmp_path)
+    with pytest.raises(ArchiveRefused) as error:
+        unpack(archive, tmp_path / "intake")
+    assert str(error.value).startswith(f"{archive.name}: refused, nothing was unpacked: ")
+    assert message in str(error.value)
+    assert not (tmp_path / "intake").exists()
+
+
+def test_an_encrypted_zip_is_refused(tmp_path):
+    archive = _zip(tmp_path / "locked.zip", {"a/train/Dockerfile": b"FROM x\n"})
+    data = bytearray(archive.read_bytes())
+    # set the "encrypted" flag of the entry in both headers
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(signature) + offset
+        data[at] |= 1
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveRefused) as error:
+        unpack(archive, tmp_path / "intake")
+    assert str(error.value).startswith("locked.zip: refused, it could not be unpacked (")
+    assert "encrypted" in str(error.value)
+
+
+def test_too_many_folders_are_refused(tmp_path):
+    archive = _tar(tmp_path / "deep.tar.gz", [_member(f"d{i}/", tarfile.DIRTYPE) for i in range(5)])
+    with pytest.raises(ArchiveRefused) as error:
+        unpack(archive, tmp_path / "i", ArchiveLimits(max_files=3))
+    assert str(error.value).endswith(": 5 folders, more than 3")
+
+
+# --- folders: a private copy ---------------------------------------------------------------------
+
+
+def _folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A hand-in with links of every kind, and a host folder next to it."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host secret")
+    root = tmp_path / "alice"
+    (root / "serve" / "models").mkdir(parents=True)
+    (root / "serve" / "Dockerfile").write_text("FROM x\n")
+    (root / "serve" / "start.sh").write_text("#!/bin/sh\n")
+    (root / "serve" / "start.sh").chmod(0o755)
+    (root / "serve" / "models" / "m.pt").write_bytes(b"weights")
+    (root / "serve" / "out").symlink_to(host)  # absolute, out of the submission
+    (root / "serve" / "up").symlink_to("../../host/secret")  # relative, out of it
+    (root / "serve" / "weights").symlink_to("models/m.pt")  # inside
+    (root / "serve" / "shared").symlink_to("../train")  # inside, out of the serve folder
+    (root / "train").mkdir()
+    (root / "train" / "back").symlink_to("../serve/out")  # out, through another link
+    (root / "train" / "loop").symlink_to("loop")
+    return root, host
+
+
+def test_a_private_copy_keeps_files_modes_and_inner_links(tmp_path):
+    root, _ = _folder(tmp_path)
+    copy = stage(root, tmp_path / "run" / "intake")
+    assert copy.parent == tmp_path / "run" / "intake" and copy.name.startswith("alice-")
+    assert (copy / "serve" / "Dockerfile").read_text() == "FROM x\n"
+    assert (copy / "serve" / "start.sh").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(copy / "serve" / "weights") == "models/m.pt"
+    assert (copy / "serve" / "weights").read_bytes() == b"weights"
+    assert os.readlink(copy / "serve" / "shared") == "../train"
+    assert (tmp_path / "run" / "intake").stat().st_mode & 0o777 == 0o700
+    assert stage(root, tmp_path / "run" / "intake") == copy  # once per run
+    assert not list((tmp_path / "run" / "intake").glob(".staging-*"))
+
+
+def test_links_out_of_the_submission_lead_nowhere_in_the_copy(tmp_path):
+    root, host = _folder(tmp_path)
+    copy = stage(root, tmp_path / "run" / "intake")
+    for link in ("serve/out", "serve/up", "train/back"):
+        assert (copy / link).is_symlink(), link
+        assert not (copy / link).exists(), link
+        assert not Path(os.path.realpath(copy / link)).is_relative_to(host)
+    with pytest.raises(OSError):
+        (copy / "serve" / "out" / "owned.pt").write_bytes(b"x")
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]
+    assert os.readlink(copy / "train" / "loop") == "loop"
+
+
+def test_pipes_are_left_out_and_nothing_blocks(tmp_path):
+    root, _ = _folder(tmp_path)
+    os.mkfifo(root / "serve" / "pipe")
+    copy = stage(root, tmp_path / "run")
+    assert not (copy / "serve" / "pipe").exists()
+
+
+def test_set_id_bits_are_dropped(tmp_path):
+    root, _ = _folder(tmp_path)
+    (root / "serve" / "start.sh").chmod(0o4755)
+    copy = stage(root, tmp_path / "run")
+    assert (copy / "serve" / "start.sh").stat().st_mode & 0o7777 == 0o755
+
+
+def test_a_folder_over_the_limits_is_refused(tmp_path):
+    root, _ = _folder(tmp_path)
+    with pytest.raises(IntakeRefused) as error:
+        stage(root, tmp_path / "run", ArchiveLimits(max_files=4))
+    assert str(error.value) == "alice/: refused, not copied: more than 4 files, folders and links"
+    (root / "serve" / "big.bin").write_bytes(b"x" * 3_000_000)
+    with pytest.raises(IntakeRefused) as error:
+        stage(root, tmp_path / "run2", ArchiveLimits(max_bytes=2_000_000))
+    assert str(error.value).startswith(
+        "alice/: refused, not copied: more than 2 MB; leave datasets"
+    )
+    assert not (tmp_path / "run2").exists() or not [
+        p for p in (tmp_path / "run2").iterdir() if not p.name.startswith(".")
+    ]
+
+
+def test_an_unreadable_file_refuses_the_folder_with_its_name(tmp_path):
+    root, _ = _folder(tmp_path)
+    target = root / "serve" / "Dockerfile"
+    with pytest.MonkeyPatch.context() as patch:
+        real_open = os.open
+
+        def failing_open(path, flags, *args, **kwargs):
+            if str(path) == str(target):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        patch.setattr(os, "open", failing_open)
+        with pytest.raises(IntakeRefused) as error:
+            stage(root, tmp_path / "run")
+    assert str(error.value) == f"alice/: refused, not copied: Permission denied ({target})"
+
+
+def test_a_folder_too_deep_for_tools_is_refused(tmp_path):
+    root = tmp_path / "deep"
+    path = root
+    root.mkdir()
+    for _ in range(70):
+        path = path / "d"
+        os.mkdir(path)
+    (path / "f").write_text("bottom")
+    with pytest.raises(IntakeRefused) as error:
+        stage(root, tmp_path / "run")
+    assert str(error.value) == (
+        f"deep/: refused, not copied: {'d/' * 64} holds folders more than 64 deep"
+    )
+    assert stage(root, tmp_path / "run", ArchiveLimits(max_depth=70)).is_dir()
+
+
+def test_an_archive_too_deep_is_refused(tmp_path):
+    archive = _zip(tmp_path / "deep.zip", {"a/" * 70 + "f": b"x"})
+    with pytest.raises(ArchiveRefused) as error:
+        unpack(archive, tmp_path / "i")
+    assert "is more than 64 folders deep" in str(error.value)
+
+
+# --- the serve context: the model is placed into real folders only -------------------------------
+
+
+def test_the_model_is_never_written_through_a_link_out(tmp_path):
+    root, host = _folder(tmp_path)
+    copy = stage(root, tmp_path / "run")
+    model = tmp_path / "trained.pt"
+    model.write_bytes(b"trained")
+    context, reason = prepare_serve_context(
+        copy / "serve", "out/owned.pt", model, tmp_path / "run" / "serve-context"
+    )
+    assert context is None
+    assert reason == (
+        "serve.model_path out/owned.pt: out is a link that leads out of the serve context; the "
+        "grader writes the model only into folders of the context itself"
+    )
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]
+
+
+def test_a_link_that_leaves_only_the_serve_context_leads_nowhere_in_its_copy(tmp_path):
+    root, _ = _folder(tmp_path)
+    copy = stage(root, tmp_path / "run")
+    model = tmp_path / "trained.pt"
+    model.write_bytes(b"trained")
+    scratch = tmp_path / "run" / "serve-context"
+    context, reason = prepare_serve_context(copy / "serve", "shared/m.pt", model, scratch)
+    assert context is None and "shared is a link that leads out of the serve context" in reason
+    assert not (copy / "train" / "m.pt").exists()
+
+
+def test_the_model_goes_through_links_inside_the_context(tmp_path):
+    root, _ = _folder(tmp_path)
+    (root / "serve" / "store").symlink_to("models")
+    copy = stage(root, tmp_path / "run")
+    model = tmp_path / "trained.pt"
+    model.write_bytes(b"trained")
+    scratch = tmp_path / "run" / "serve-context"
+    context, origin = prepare_serve_context(copy / "serve", "store/new/m.pt", model, scratch)
+    assert (context, origin) == (scratch, "trained")
+    assert (scratch / "models" / "new" / "m.pt").read_bytes() == b"trained"
+    assert not (copy / "serve" / "models" / "new").exists()  # the staged copy stays as it was
+
+
+def test_a_trained_model_replaces_a_link_at_the_model_path(tmp_path):
+    root, host = _folder(tmp_path)
+    (root / "serve" / "mnist_cnn.pt").symlink_to(host / "secret")
+    copy = stage(root, tmp_path / "run")
+    model = tmp_path / "trained.pt"
+    model.write_bytes(b"trained")
+    scratch = tmp_path / "run" / "serve-context"
+    assert prepare_serve_context(copy / "serve", "mnist_cnn.pt", model, scratch)[1] == "trained"
+    assert not (scratch / "mnist_cnn.pt").is_symlink()
+    assert (scratch / "mnist_cnn.pt").read_bytes() == b"trained"
+    assert (host / "secret").read_text() == "host secret"
+
+
+def test_a_committed_model_counts_only_as_a_regular_file(tmp_path):
+    root, _ = _folder(tmp_path)
+    copy = stage(root, tmp_path / "run")
+    scratch = tmp_path / "run" / "serve-context"
+    assert prepare_serve_context(copy / "serve", "models/m.pt", None, scratch) == (
+        scratch,
+        "committed",
+    )
+    context, reason = prepare_serve_context(copy / "serve", "weights", None, scratch)
+    assert context is None and reason.startswith("there is no model to serve")
+    context, reason = prepare_serve_context(copy / "serve", "models", None, scratch)
+    assert (context, reason) == (
+        None,
+        "serve.model_path models is a folder in serve/; name the model file",
+    )
+    context, reason = prepare_serve_context(copy / "serve", "Dockerfile/m.pt", None, scratch)
+    assert (context, reason) == (
+        None,
+        "serve.model_path Dockerfile/m.pt: Dockerfile is a file where a folder is needed",
+    )
