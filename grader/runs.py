@@ -39,9 +39,10 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def lock_folders() -> tuple[Path, ...]:
-    """Where run locks live; `GRADER_RUN_LOCKS` names one more to read and write first."""
-    extra = os.environ.get("GRADER_RUN_LOCKS")
-    return ((Path(extra),) if extra else ()) + LOCK_FOLDERS
+    """Where run locks live: `GRADER_RUN_LOCKS` when set (every run on the host must then use
+    the same), else LOCK_FOLDERS."""
+    given = os.environ.get("GRADER_RUN_LOCKS")
+    return (Path(given),) if given else LOCK_FOLDERS
 
 
 def _writable_lock_folder() -> Path:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from grader.baseimages import BaseImageProvider
 from grader.containers import RUN_LABEL, build_image, remove_labelled
 from grader.engine import connect
 from grader.labsteps import ALPINE, interactive_session, run_listing
+from grader.rubric import load_rubric
 from grader.settings import Settings
+from tests.busy import saturate
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +71,22 @@ def test_an_image_without_a_shell_fails_the_session(without):
     assert not step.ok
     assert step.detail == "no shell prompt appeared"
     assert "executable file not found" in step.transcript or "not found" in step.transcript
+
+
+def test_the_interactive_step_passes_50_times_on_a_saturated_host(client, tmp_path):
+    """Busy loops on every core and an image build beside it: the dialogue goes by what the
+    shell prints, so the verdict stays, within the deadline grading gives it."""
+    deadline = load_rubric().profile("offline").limits.server_ready_seconds
+    with saturate(client, tmp_path, seconds=240) as load:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            steps = list(
+                pool.map(lambda _: interactive_session(ALPINE, LABELS, deadline), range(50))
+            )
+        took = time.monotonic() - started
+        load.assert_busy()
+    failed = [step for step in steps if not step.ok]
+    assert not failed, (
+        f"{len(failed)}/50 failed; first: {failed[0].detail}: {failed[0].transcript!r}"
+    )
+    assert took < 240, f"50 sessions took {took:.0f} s"
