@@ -191,7 +191,10 @@ def reap_dead_runs(
     runs_dir = settings.runs_dir
     run_ids = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
     run_ids |= _locked_run_ids(settings)
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    # Other runs remove their containers meanwhile: one gone between listing and inspecting
+    # is no longer of interest.
+    listed = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)
+    for container in listed:
         run_ids.add(container.labels.get(RUN_LABEL, ""))
     for image in client.images.list(filters={"label": RUN_LABEL}):
         run_ids.add((image.labels or {}).get(RUN_LABEL, ""))
