@@ -11,24 +11,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from grader import __version__
 from grader.dataset import Dataset
+from grader.errors import GraderError
 from grader.reports import write_atomically
 from grader.results import SubmissionResult, submission_from_json, submission_to_json
 from grader.rubric import Profile, Rubric
 from grader.submission import slugify
-from grader.verdicts import (
-    INTEGRITY_FLAG_START,
-    heldout_accuracy_problem,
-    integrity_flag,
-    reported_accuracy_problem,
-)
+from grader.verdicts import heldout_accuracy_problem, reported_accuracy_problem, review
+
+CLEARED_FILE = "flags-cleared.json"
 
 
-def submission_key(root: Path, rubric: Rubric, profile: Profile, dataset: Dataset) -> str:
+def submission_key(
+    root: Path, rubric: Rubric, profile: Profile, dataset: Dataset, hidden: str | None = None
+) -> str:
+    """`hidden` names the hidden digits when they are not the dataset's own draw of any run (a
+    `--hidden-dir`, a chosen `--seed`): a result graded on other digits is then not taken."""
     digest = hashlib.sha256()
     setting = {
         "harness": __version__,
@@ -38,6 +43,8 @@ def submission_key(root: Path, rubric: Rubric, profile: Profile, dataset: Datase
         "data": hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest(),
         "limits": asdict(profile.limits),
     }
+    if hidden is not None:
+        setting["hidden"] = hidden
     digest.update(json.dumps(setting, sort_keys=True).encode())
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
@@ -71,8 +78,14 @@ def load(report_dir: Path, submission_id: str, key: str) -> SubmissionResult | N
         return None
 
 
-def rescore(result: SubmissionResult, rubric: Rubric, profile: Profile) -> SubmissionResult:
-    """Apply the current points and targets to a stored result."""
+def rescore(
+    result: SubmissionResult,
+    rubric: Rubric,
+    profile: Profile,
+    cleared: Collection[str] = (),
+) -> SubmissionResult:
+    """Apply the current points, targets and integrity rules to a stored result; `cleared` are
+    the ids of its flags a TA cleared."""
     measured = result.measurements
     targets = profile.targets
     for check_id, check in result.checks.items():
@@ -96,8 +109,37 @@ def rescore(result: SubmissionResult, rubric: Rubric, profile: Profile) -> Submi
             continue
         check.status, check.message = ("failed", problem) if problem else ("passed", "")
         check.points = 0.0 if problem else spec.points
-    result.flags = [f for f in result.flags if not f.startswith(INTEGRITY_FLAG_START)]
-    flag = integrity_flag(measured, targets)
-    if flag:
-        result.flags.append(flag)
+    review(result, targets, rubric.integrity_penalty, cleared)
     return result
+
+
+# --- a TA's decisions on flags, kept apart from the results that re-scoring rewrites ----------
+
+
+def load_cleared(report_dir: Path) -> dict[str, set[str]]:
+    """Submission id -> ids of its flags a TA cleared (nothing when the file is absent)."""
+    path = report_dir / CLEARED_FILE
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise GraderError(
+            f"{path}: unreadable ({error}); fix or remove it (it holds the flags TAs cleared)"
+        ) from None
+    cleared = document.get("cleared") if isinstance(document, dict) else None
+    if not isinstance(cleared, dict):
+        raise GraderError(f'{path}: no "cleared" table; fix or remove it')
+    return {str(sid): {str(f) for f in flags} for sid, flags in cleared.items()}
+
+
+def clear_flag(report_dir: Path, submission_id: str, flag_id: str, note: str = "") -> None:
+    """Record that a TA cleared a flag; it stays cleared through re-grading and re-scoring."""
+    path = report_dir / CLEARED_FILE
+    document: dict[str, Any] = {"cleared": {}}
+    if path.is_file():
+        load_cleared(report_dir)  # refuse to overwrite a file that cannot be read
+        document = json.loads(path.read_text())
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "note": note}
+    document["cleared"].setdefault(submission_id, {})[flag_id] = entry
+    write_atomically(path, json.dumps(document, indent=2) + "\n")

@@ -19,13 +19,13 @@ from grader.baseimages import (
     ImageSources,
     load_image_sources,
 )
-from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
+from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline, read_hidden_dir
 from grader.engine import connect, ensure_engine
 from grader.errors import DatasetError, GraderError
 from grader.hints import LANGUAGES, WORDS, check_table, default_language
 from grader.intake import is_archive
 from grader.progress import TerminalBoard
-from grader.results import submission_from_json
+from grader.results import report_from_json, submission_from_json
 from grader.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.settings import Settings
 from grader.standins import (
@@ -181,6 +181,26 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--mnist-dir", type=Path, help="a full MNIST copy (IDX files, plain or .gz)")
     data.add_argument("--force", action="store_true", help="prepare it again even if valid")
     data.set_defaults(run=_data)
+
+    flags = commands.add_parser(
+        "flags",
+        help="integrity flags of graded submissions: list them, clear one after review",
+    )
+    flag_commands = flags.add_subparsers(dest="flags_command", required=True, metavar="ACTION")
+    listing = flag_commands.add_parser("list", help="every flag with its id, standing or cleared")
+    listing.add_argument("--report-dir", default="reports", help="default: reports")
+    listing.set_defaults(run=_flags)
+    clear = flag_commands.add_parser(
+        "clear",
+        help="clear a flag after review: it stays cleared when results are graded or re-scored "
+        "again, and the points it withheld return",
+    )
+    clear.add_argument(
+        "flag_id", metavar="ID", help="SUBMISSION:FLAG, as `grader flags list` shows"
+    )
+    clear.add_argument("--report-dir", default="reports", help="default: reports")
+    clear.add_argument("--note", default="", help="why, kept with the decision")
+    clear.set_defaults(run=_flags)
     return parser
 
 
@@ -190,6 +210,16 @@ def _grading_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
     command.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
     command.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
+    command.add_argument(
+        "--seed", type=_seed, default=None, metavar="N",
+        help="draws the hidden digits and their augmentation; the same seed sends the same "
+        "digits again (default: a new secret one, kept in results.json)",
+    )  # fmt: skip
+    command.add_argument(
+        "--hidden-dir", type=Path, default=None, metavar="DIR",
+        help="the course's own hidden digits: one *-images-idx3-ubyte and one "
+        "*-labels-idx1-ubyte file (MNIST IDX, plain or .gz)",
+    )  # fmt: skip
     resume = command.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume", action="store_true",
@@ -319,6 +349,11 @@ def _grade(args: argparse.Namespace) -> int:
         pytest_args += ["-p", "grader.plugin"]
     if args.rubric:
         pytest_args += ["--rubric", args.rubric]
+    if args.seed is not None:
+        pytest_args += ["--seed", str(args.seed)]
+    if args.hidden_dir is not None:
+        read_hidden_dir(args.hidden_dir)  # a bad folder stops here, before anything runs
+        pytest_args += ["--hidden-dir", str(args.hidden_dir.resolve())]
     jobs = _jobs(args.jobs, args.paths)
     if jobs > 1:  # pytest-xdist; the plugin keeps each submission on one worker
         pytest_args += ["-n", str(jobs)]
@@ -344,6 +379,54 @@ def _grade(args: argparse.Namespace) -> int:
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 0")
+    return int(text)
+
+
+def _flags(args: argparse.Namespace) -> int:
+    """`grader flags list|clear`: a TA's review of integrity flags, after grading."""
+    from grader.cache import clear_flag, load_cleared
+    from grader.reports import write_reports
+    from grader.verdicts import clear
+
+    report_dir = Path(args.report_dir)
+    results_file = report_dir / "results.json"
+    try:
+        report = report_from_json(json.loads(results_file.read_text()))
+    except FileNotFoundError:
+        raise GraderError(
+            f"{results_file}: no results here; pass the --report-dir a grading run wrote to"
+        ) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise GraderError(f"{results_file}: unreadable ({error})") from None
+    if args.flags_command == "list":
+        cleared = load_cleared(report_dir)
+        count = 0
+        for sid, result in report.submissions.items():
+            for flag in result.integrity_flags:
+                count += 1
+                state = "cleared" if flag.id in cleared.get(sid, set()) else "STANDING"
+                print(f"{sid}:{flag.id}  {state}  {flag.message}")
+        if not count:
+            print("no integrity flags")
+        return 0
+    sid, _, flag_id = args.flag_id.rpartition(":")
+    result = report.submissions.get(sid)
+    if result is None or flag_id not in {flag.id for flag in result.integrity_flags}:
+        known = [f"{s}:{f.id}" for s, r in report.submissions.items() for f in r.integrity_flags]
+        raise GraderError(
+            f"no flag {args.flag_id!r} in {results_file}; its flags are: "
+            f"{', '.join(known) or 'none'} (ids are SUBMISSION:FLAG)"
+        )
+    clear_flag(report_dir, sid, flag_id, args.note)
+    clear(result, flag_id)
+    write_reports(report, report_dir)
+    print(f"cleared {sid}:{flag_id}; score {result.score:g}/{result.max_score:g}")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ adds its options and the `check` marker, and stays out of the way.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +25,10 @@ from grader import __version__
 from grader.accuracy import training_curve
 from grader.baseimages import ImageSources
 from grader.cache import load as load_stored
-from grader.cache import rescore, submission_key
+from grader.cache import load_cleared, rescore, submission_key
 from grader.cache import store as store_result
 from grader.containers import RUN_LABEL, SUBMISSION_LABEL, log_excerpt
-from grader.dataset import Dataset, load_dataset
+from grader.dataset import Dataset, HiddenSample, hidden_sample, load_dataset, read_hidden_dir
 from grader.dockerfile import cuda_base_problem, read_dockerfile
 from grader.engine import connect
 from grader.errors import BaseImageUnavailable, DockerfileError, GraderError, ManifestError
@@ -65,7 +67,7 @@ from grader.serving import Server
 from grader.settings import Settings
 from grader.standins import BASE_IMAGE
 from grader.submission import Submission, discover, load_submission, slugify
-from grader.verdicts import gpu_use_verdict
+from grader.verdicts import gpu_use_verdict, review
 
 CHECK_MARKER = "check"
 
@@ -129,6 +131,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="auto",
         help="GPUs for containers: auto (when the engine has the NVIDIA runtime), none, all, ids",
     )
+    group.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="the secret that draws the run's hidden digits and their augmentation; the same "
+        "seed sends the same digits again (default: a new random one, kept in results.json)",
+    )
+    group.addoption(
+        "--hidden-dir",
+        default=None,
+        metavar="DIR",
+        help="the course's own hidden digits instead of the dataset's: one *-images-idx3-ubyte "
+        "and one *-labels-idx1-ubyte file (MNIST IDX, plain or .gz)",
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,15 @@ def pytest_configure(config: pytest.Config) -> None:
         gpus = check_selection(config.getoption("gpus"))
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
+    seed = config.getoption("seed")
+    if seed is not None and seed < 0:
+        raise pytest.UsageError(f"--seed {seed}: give a whole number of at least 0")
+    hidden_dir = config.getoption("hidden_dir")
+    if hidden_dir is not None:
+        try:
+            read_hidden_dir(Path(hidden_dir))
+        except GraderError as error:
+            raise pytest.UsageError(str(error)) from None
     session = GradingSession(config, rubric, profile, intakes, gpus)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "lab5-grader-session")
@@ -385,11 +410,48 @@ class GradingSession:
         self.workers = int(getattr(config.option, "numprocesses", 0) or 1)
         if worker_input:
             self.workers = int(worker_input[WORKERS_KEY])
+        # The controller draws the seed once; every worker sends the same hidden digits.
+        self.seed_given = config.getoption("seed") is not None
+        given = config.getoption("seed")
+        self.seed = int(worker_input[SEED_KEY]) if worker_input else given
+        if self.seed is None:
+            self.seed = secrets.randbelow(1 << 32)
+        hidden_dir = config.getoption("hidden_dir")
+        self.hidden_dir = Path(hidden_dir).resolve() if hidden_dir else None
+        self._hidden: HiddenSample | None = None
+        self.cleared: dict[str, set[str]] = {}  # submission id -> flags a TA cleared
 
     @property
     def grader(self) -> Grader:
         assert self._grader is not None, "the grading session has not started"
         return self._grader
+
+    def hidden_sample(self) -> HiddenSample:
+        """This run's hidden digits: drawn by the seed from the pool, each one augmented."""
+        if self._hidden is None:
+            pool = (
+                read_hidden_dir(self.hidden_dir)
+                if self.hidden_dir
+                else self.grader.dataset.hidden_digits()
+            )
+            self._hidden = hidden_sample(pool, self.seed, self.profile.limits.heldout_digits)
+        return self._hidden
+
+    def _hidden_key(self) -> str | None:
+        """What the hidden digits depend on beyond the dataset, for the stored results' key."""
+        parts = []
+        if self.seed_given:
+            parts.append(f"seed {self.seed}")
+        if self.hidden_dir is not None:
+            digits = read_hidden_dir(self.hidden_dir)
+            data = hashlib.sha256(digits.pixels + digits.labels).hexdigest()
+            parts.append(f"hidden {data}")
+        return "; ".join(parts) or None
+
+    def review(self, result: SubmissionResult) -> None:
+        """Flags, "unverified" notes and points of a result, under this run's rubric."""
+        cleared = self.cleared.get(result.submission_id, set())
+        review(result, self.profile.targets, self.rubric.integrity_penalty, cleared)
 
     def result_for(self, intake: Intake) -> SubmissionResult:
         assert self.report is not None
@@ -413,6 +475,10 @@ class GradingSession:
             raise pytest.UsageError(
                 f"{error}\n(`grader setup --profile {self.profile.name}` prepares this host)"
             ) from None
+        try:
+            self.cleared = load_cleared(self.report_dir)
+        except GraderError as error:
+            raise pytest.UsageError(str(error)) from None
         if self.controls:
             reaped = reap_dead_runs(client, self.settings)
             if reaped:
@@ -444,6 +510,7 @@ class GradingSession:
             profile=self.profile.name,
             rubric=str(self.rubric.path),
             harness_version=__version__,
+            seed=self.seed,
         )
         for intake in self.intakes.values():
             self.result_for(intake)
@@ -496,6 +563,7 @@ class GradingSession:
         workerinput[WORKERS_KEY] = self.workers
         workerinput[GPUS_KEY] = ",".join(self.gpu_ids)
         workerinput[UNAVAILABLE_KEY] = json.dumps(self.unavailable)
+        workerinput[SEED_KEY] = self.seed
 
     def _say(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -568,14 +636,18 @@ class GradingSession:
     def _take_stored_results(self, dataset: Dataset) -> None:
         """Take unchanged submissions' stored results (re-scored) instead of grading them."""
         assert self.report is not None
+        hidden = self._hidden_key()
         for intake in self.intakes.values():
             if intake.submission is None:
                 continue
-            key = submission_key(intake.path, self.rubric, self.profile, dataset)
+            key = submission_key(intake.path, self.rubric, self.profile, dataset, hidden)
             self.keys[intake.id] = key
             stored = None if self.force else load_stored(self.report_dir, intake.id, key)
             if stored is not None:
-                self.report.submissions[intake.id] = rescore(stored, self.rubric, self.profile)
+                cleared = self.cleared.get(intake.id, set())
+                self.report.submissions[intake.id] = rescore(
+                    stored, self.rubric, self.profile, cleared
+                )
                 self.reused.append(intake.id)
         if self.reused:
             self._say(
@@ -628,6 +700,7 @@ class GradingSession:
             log_excerpt=log,
             duration_s=call.duration,
         )
+        self.review(result)
         item.stash[_recorded_key] = True
         # The result travels with the report to the controlling process (itself, when serial).
         report.user_properties.append((RESULT_PROPERTY, json.dumps(submission_to_json(result))))
@@ -685,6 +758,7 @@ RUN_ID_KEY = "lab5_grader_run_id"
 WORKERS_KEY = "lab5_grader_workers"
 GPUS_KEY = "lab5_grader_gpus"
 UNAVAILABLE_KEY = "lab5_grader_unavailable_images"
+SEED_KEY = "lab5_grader_seed"
 
 
 def _intake_id(item: pytest.Item) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ class CheckResult:
     message: str = ""
     log_excerpt: str = ""
     duration_s: float = 0.0
+    withheld_by: list[str] = field(default_factory=list)  # flags withholding a pass's points
 
 
 @dataclass
@@ -35,6 +37,20 @@ class WrongDigit:
 
 
 @dataclass
+class Flag:
+    """An integrity concern for a TA to look at.
+
+    `id` is stable within the submission ("served-model", "reported-accuracy", ...), so that a
+    TA's clearing survives re-scoring; `checks` are the checks whose points it puts in doubt.
+    """
+
+    id: str
+    message: str
+    checks: list[str] = field(default_factory=list)
+    cleared: bool = False
+
+
+@dataclass
 class SubmissionResult:
     submission_id: str
     path: str
@@ -42,7 +58,7 @@ class SubmissionResult:
     student_name: str | None = None
     checks: dict[str, CheckResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)  # integrity concerns for a TA to look at
+    integrity_flags: list[Flag] = field(default_factory=list)  # raised, cleared ones included
     measurements: dict[str, Any] = field(default_factory=dict)
     training_curve: dict[str, list[float]] = field(default_factory=dict)
     wrong_digits: list[WrongDigit] = field(default_factory=list)
@@ -64,9 +80,19 @@ class SubmissionResult:
         if text not in self.notes:
             self.notes.append(text)
 
-    def flag(self, text: str) -> None:
-        if text not in self.flags:
-            self.flags.append(text)
+    @property
+    def flags(self) -> list[str]:
+        """The messages of the flags a TA has not cleared: what reports show."""
+        return [flag.message for flag in self.integrity_flags if not flag.cleared]
+
+    def flag(self, text: str, flag_id: str | None = None, checks: tuple[str, ...] = ()) -> None:
+        if any(flag.message == text for flag in self.integrity_flags):
+            return
+        taken = {flag.id for flag in self.integrity_flags}
+        flag_id = flag_id or f"flag-{len(self.integrity_flags) + 1}"
+        while flag_id in taken:
+            flag_id += "+"
+        self.integrity_flags.append(Flag(flag_id, text, list(checks)))
 
 
 @dataclass
@@ -76,6 +102,7 @@ class GradingReport:
     rubric: str
     harness_version: str
     started_at: float = field(default_factory=time.time)
+    seed: int | None = None  # drew the hidden digits; `--seed` with it sends the same ones again
     submissions: dict[str, SubmissionResult] = field(default_factory=dict)
 
     def submission(self, submission_id: str, path: Path, artifacts: Path) -> SubmissionResult:
@@ -92,6 +119,7 @@ class GradingReport:
             "rubric": self.rubric,
             "harness_version": self.harness_version,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "seed": self.seed,
             "submissions": {sid: submission_to_json(r) for sid, r in self.submissions.items()},
         }
 
@@ -106,6 +134,7 @@ def submission_to_json(result: SubmissionResult) -> dict[str, Any]:
         "max_score": result.max_score,
         "notes": result.notes,
         "flags": result.flags,
+        "integrity_flags": [asdict(flag) for flag in result.integrity_flags],
         "measurements": result.measurements,
         "training_curve": result.training_curve,
         "wrong_digits": [asdict(digit) for digit in result.wrong_digits],
@@ -122,8 +151,31 @@ def submission_from_json(data: dict[str, Any]) -> SubmissionResult:
         student_name=data.get("student_name"),
         checks={cid: CheckResult(**check) for cid, check in data["checks"].items()},
         notes=list(data.get("notes", [])),
-        flags=list(data.get("flags", [])),
+        integrity_flags=_flags_from_json(data),
         measurements=dict(data.get("measurements", {})),
         training_curve=dict(data.get("training_curve", {})),
         wrong_digits=[WrongDigit(**digit) for digit in data.get("wrong_digits", [])],
     )
+
+
+def _flags_from_json(data: dict[str, Any]) -> list[Flag]:
+    if "integrity_flags" in data:
+        return [Flag(**flag) for flag in data["integrity_flags"]]
+    # Results written before flags had ids: number them in order.
+    return [Flag(f"flag-{n}", text) for n, text in enumerate(data.get("flags", []), 1)]
+
+
+def report_from_json(data: dict[str, Any]) -> GradingReport:
+    """A whole `results.json` read back, e.g. to rewrite the reports after a TA's decision."""
+    started = time.strptime(data["started_at"], "%Y-%m-%dT%H:%M:%SZ")
+    report = GradingReport(
+        run_id=data["run_id"],
+        profile=data["profile"],
+        rubric=data["rubric"],
+        harness_version=data["harness_version"],
+        started_at=float(calendar.timegm(started)),
+        seed=data.get("seed"),
+    )
+    for submission_id, result in data["submissions"].items():
+        report.submissions[submission_id] = submission_from_json(result)
+    return report

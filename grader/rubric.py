@@ -61,6 +61,7 @@ class Limits:
     build_context_mb: float = 500.0  # a larger build context is refused before it is sent
     submission_seconds: float = 3600.0  # all of one submission's checks together
     predict_timeout_seconds: float = 30.0  # one prediction request
+    heldout_digits: int = 1000  # hidden digits drawn from the pool for each run
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Rubric:
     path: Path
     checks: Mapping[str, CheckSpec]
     profiles: Mapping[str, Profile]
+    # True: an integrity flag withholds the points of the checks it concerns until a TA clears
+    # it; False (default): points are kept and the flag is for the TA to decide on.
+    integrity_penalty: bool = False
 
     @property
     def max_score(self) -> float:
@@ -99,7 +103,14 @@ def load_rubric(path: Path = DEFAULT_RUBRIC) -> Rubric:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise RubricError(f"{path}: not valid TOML ({error})") from None
     reader = _Reader(path)
-    reader.only_keys(data, "", {"checks", "profiles"})
+    reader.only_keys(data, "", {"checks", "profiles", "integrity_penalty"})
+    penalty = data.get("integrity_penalty", False)
+    if not isinstance(penalty, bool):
+        reader.fail(
+            "integrity_penalty",
+            f"must be true (withhold the points of flagged checks) or false (keep them), "
+            f"got {penalty!r}",
+        )
     checks = {
         check_id: _check(reader, check_id, spec)
         for check_id, spec in reader.child_table(data, "", "checks").items()
@@ -111,7 +122,7 @@ def load_rubric(path: Path = DEFAULT_RUBRIC) -> Rubric:
     }
     if not profiles:
         raise RubricError(f"{path}: profiles: at least one profile is needed")
-    return Rubric(path, MappingProxyType(checks), MappingProxyType(profiles))
+    return Rubric(path, MappingProxyType(checks), MappingProxyType(profiles), penalty)
 
 
 def _check(reader: _Reader, check_id: str, spec: Any) -> CheckSpec:
@@ -199,6 +210,9 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             predict_timeout_seconds=reader.number(
                 limits, limit_key, "predict_timeout_seconds", minimum=0.1, default=30.0
             ),
+            heldout_digits=int(
+                reader.number(limits, limit_key, "heldout_digits", minimum=10, default=1000)
+            ),
         ),
     )
 
@@ -276,6 +290,7 @@ def effective_rubric(rubric: Rubric, profile: Profile) -> dict[str, Any]:
         "description": profile.description,
         "dataset": profile.dataset,
         "max_score": rubric.max_score,
+        "integrity_penalty": rubric.integrity_penalty,
         "checks": {c.id: {"points": c.points, "title": c.title} for c in rubric.checks.values()},
         "targets": asdict(profile.targets),
         "limits": asdict(profile.limits),
@@ -288,6 +303,12 @@ def format_rubric(rubric: Rubric, profile: Profile) -> str:
     lines = [
         f"rubric   {data['rubric']}",
         f"profile  {profile.name}: {profile.description} (dataset {profile.dataset})",
+        "integrity flags "
+        + (
+            "withhold the points of the checks they concern"
+            if rubric.integrity_penalty
+            else "keep points (the TA decides)"
+        ),
         "",
         f"checks ({rubric.max_score:g} points)",
     ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
+from grader.integrity import is_torchserve, served_model, server_processes, sha256_of
 from grader.plugin import SubmissionGrading, check, fail_check
 from grader.results import WrongDigit
-from grader.serving import PredictionError, png, predict_digit, predict_heldout
-from grader.verdicts import heldout_accuracy_problem, integrity_flag
+from grader.serving import PredictionError, Server, png, predict_digit, predict_heldout
+from grader.torchserve import json_body
+from grader.verdicts import heldout_accuracy_problem
 
 WRONG_DIGITS_KEPT = 200  # in heldout.json
 WRONG_DIGITS_SHOWN = 24  # as images in the reports
@@ -26,10 +28,54 @@ def test_build(grading: SubmissionGrading) -> None:
 
 @check("serve.ping")
 def test_ping(grading: SubmissionGrading) -> None:
-    grading.server()
+    server = grading.server()
     outcome = grading.grader.server_healthy(grading.submission)
     if not outcome.ok:
         fail_check(outcome.message, outcome.log)
+    _record_processes(grading, server)
+
+
+def _record_processes(grading: SubmissionGrading, server: Server) -> None:
+    """Whether TorchServe is what answers: its Java server among the container's processes."""
+    processes = server_processes(server.running.container)
+    measurements = grading.result.measurements
+    if processes is None:
+        measurements.pop("server_is_torchserve", None)
+        return
+    measurements["server_is_torchserve"] = is_torchserve(processes)
+    measurements["server_processes"] = [line[:300] for line in processes[:20]]
+
+
+def _verify_served_model(grading: SubmissionGrading, server: Server) -> None:
+    """Hash the weights in the archive TorchServe loaded and the file the image was built with."""
+    measurements = grading.result.measurements
+    if not measurements.get("server_is_torchserve"):
+        return
+    assert server.api is not None
+    submission = grading.submission
+    origin = grading.serving_build().model_origin
+    expected = (
+        grading.grader.trained_model(submission)
+        if origin == "trained"
+        else submission.serve.context / submission.serve.model_path
+    )
+    if expected is None or expected.is_symlink() or not expected.is_file():
+        measurements["served_model_problem"] = "the model the image was built with is gone"
+        return
+    measurements["expected_model_origin"] = origin
+    measurements["expected_model_sha256"] = sha256_of(expected)
+    try:
+        description = json_body(server.api.describe(submission.serve.model_name))
+    except OSError as error:  # requests' errors included
+        measurements["served_model_problem"] = f"the model description did not come ({error})"
+        return
+    found = served_model(server.running.container, description, measurements["server_processes"])
+    measurements.update(
+        served_model_archive=found.archive,
+        served_model_file=found.serialized_file,
+        served_model_sha256=found.sha256,
+        served_model_problem=found.problem,
+    )
 
 
 @check("serve.model_ready")
@@ -38,6 +84,9 @@ def test_model_ready(grading: SubmissionGrading) -> None:
     outcome = grading.grader.model_ready(grading.submission)
     if not outcome.ok:
         fail_check(outcome.message, outcome.log)
+    server = grading.server()
+    _record_processes(grading, server)  # the workers run by now
+    _verify_served_model(grading, server)
 
 
 @check("serve.sample_prediction")
@@ -73,7 +122,8 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
     server = grading.require_ready_model()
     assert server.api is not None
     profile = grading.profile
-    digits = grading.grader.dataset.hidden_digits()
+    sample = grading.session.hidden_sample()
+    digits = sample.digits
     result = predict_heldout(
         server.api,
         grading.submission.serve.model_name,
@@ -86,6 +136,8 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
         heldout_total=result.total,
         heldout_errors=result.error_count,
         heldout_error_example=result.errors[0] if result.errors else None,
+        heldout_seed=sample.seed,
+        heldout_pool=sample.pool_size,
     )
     artifacts = grading.grader.artifacts(grading.submission)
     (artifacts / "heldout.json").write_text(
@@ -96,8 +148,14 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
                 "correct": result.correct,
                 "request_errors": result.error_count,
                 "error_examples": result.errors,
+                "seed": sample.seed,
                 "wrong": [
-                    {"index": i, "label": label, "predicted": predicted}
+                    {
+                        "index": i,
+                        "pool_index": sample.pool_indices[i],
+                        "label": label,
+                        "predicted": predicted,
+                    }
                     for i, label, predicted in result.wrong[:WRONG_DIGITS_KEPT]
                 ],
             },
@@ -109,9 +167,6 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
         WrongDigit(index, label, predicted, base64.b64encode(png(digits.image(index))).decode())
         for index, label, predicted in result.wrong[:WRONG_DIGITS_SHOWN]
     ]
-    flag = integrity_flag(grading.result.measurements, profile.targets)
-    if flag:
-        grading.result.flag(flag)
     if result.error_count == result.total:
         stopped = f"; {result.errors[-1]}" if result.not_sent else ""
         fail_check(f"every prediction failed; first error: {result.errors[0]}{stopped}")
