@@ -173,7 +173,7 @@ def test_heldout_accuracy_is_measured_and_flags_stay_quiet_for_honest_runs(grade
     for submission_id in ("reference", "2023010001"):
         result = results["submissions"][submission_id]
         assert result["measurements"]["heldout_accuracy"] >= 0.9
-        assert result["measurements"]["heldout_total"] == 1000
+        assert result["measurements"]["heldout_total"] == 800  # drawn from the 1,000 hidden
         assert result["flags"] == []
     bad = json.loads((report_dir / "artifacts" / "serve-bad-model" / "heldout.json").read_text())
     assert bad["accuracy"] < 0.5 and len(bad["wrong"]) == 200
