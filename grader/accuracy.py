@@ -27,13 +27,32 @@ class ReportedAccuracy:
     text: str  # what was read, for the report
 
 
+METRICS_MAX_BYTES = 1_000_000  # a few numbers are expected; more is not read
+METRICS_MAX_DEPTH = 32  # nesting of objects and arrays; Python's parser recurses per level
+
+
 def from_metrics(path: Path) -> ReportedAccuracy | str | None:
     """The accuracy in metrics.json; None when the file is absent; a problem as a string."""
     if not path.is_file():
         return None
+    size = path.stat().st_size
+    if size > METRICS_MAX_BYTES:
+        return (
+            f"metrics.json is {size:,} bytes, more than the limit of {METRICS_MAX_BYTES:,}; "
+            'write only the numbers, e.g. {"test_accuracy": 0.987}'
+        )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return f"metrics.json is not valid JSON ({error})"
+    if _nesting(text) > METRICS_MAX_DEPTH:
+        return (
+            f"metrics.json nests objects or arrays more than {METRICS_MAX_DEPTH} levels deep; "
+            'write a flat object, e.g. {"test_accuracy": 0.987}'
+        )
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
         return f"metrics.json is not valid JSON ({error})"
     value = data.get("test_accuracy") if isinstance(data, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
@@ -41,6 +60,28 @@ def from_metrics(path: Path) -> ReportedAccuracy | str | None:
     if not 0 <= value <= 1:
         return f'metrics.json "test_accuracy" is {value}; write it as a fraction, e.g. 0.987'
     return ReportedAccuracy(float(value), "metrics.json", f'"test_accuracy": {value}')
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of brackets and braces outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def from_log(log: str) -> ReportedAccuracy | None:

@@ -23,6 +23,7 @@ from grader.dataset import load_dataset, prepare_from_mnist_dir, prepare_offline
 from grader.engine import connect, ensure_engine
 from grader.errors import DatasetError, GraderError
 from grader.hints import LANGUAGES, WORDS, check_table, default_language
+from grader.inert import terminal_safe
 from grader.intake import is_archive
 from grader.progress import TerminalBoard
 from grader.results import report_from_json, submission_from_json
@@ -43,7 +44,7 @@ EXIT_HARNESS_FAILED = 2
 
 
 def say(message: str) -> None:
-    print(f"[grader] {message}", flush=True)
+    print(f"[grader] {terminal_safe(message, keep_newlines=True)}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except GraderError as error:
-        print(f"grader: error: {error}", file=sys.stderr)
+        print(f"grader: error: {terminal_safe(str(error), keep_newlines=True)}", file=sys.stderr)
         return EXIT_HARNESS_FAILED
     except KeyboardInterrupt:
         print("grader: interrupted", file=sys.stderr)
@@ -308,8 +309,8 @@ def _images(args: argparse.Namespace) -> int:
     provider = BaseImageProvider(client, settings, say, _image_sources(args))
     needed = images.needed_images(images.submissions_in([Path(p) for p in args.paths]))
     lines, missing = (images.plan if action == "plan" else images.prefetch)(provider, needed)
-    for line in lines:
-        print(line)
+    for line in lines:  # image names come from the submissions' Dockerfiles
+        print(terminal_safe(line))
     if not needed:
         print("the submissions name no base image")
     return EXIT_BELOW_THRESHOLD if missing else 0
@@ -410,7 +411,7 @@ def _flags(args: argparse.Namespace) -> int:
             for flag in result.integrity_flags:
                 count += 1
                 state = "cleared" if flag.id in cleared.get(sid, set()) else "STANDING"
-                print(f"{sid}:{flag.id}  {state}  {flag.message}")
+                print(terminal_safe(f"{sid}:{flag.id}  {state}  {flag.message}"))
         if not count:
             print("no integrity flags")
         return 0
@@ -425,7 +426,7 @@ def _flags(args: argparse.Namespace) -> int:
     clear_flag(report_dir, sid, flag_id, args.note)
     clear(result, flag_id)
     write_reports(report, report_dir)
-    print(f"cleared {sid}:{flag_id}; score {result.score:g}/{result.max_score:g}")
+    print(terminal_safe(f"cleared {sid}:{flag_id}; score {result.score:g}/{result.max_score:g}"))
     return 0
 
 
@@ -468,7 +469,7 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_HARNESS_FAILED
     result = submission_from_json(next(iter(graded.values())))
     for line in check_table(result, language):
-        print(line)
+        print(terminal_safe(line))
     print(f"\n{WORDS[language]['reports']}: {args.report_dir}")
     passed = all(check.status == "passed" for check in result.checks.values())
     return 0 if passed else EXIT_BELOW_THRESHOLD
@@ -558,7 +559,7 @@ def _check_fail_under(args: argparse.Namespace) -> int:
     if below:
         print(
             f"grader: {len(below)} submission{'s' * (len(below) > 1)} scored below "
-            f"--fail-under {args.fail_under:g}: {', '.join(below)}",
+            f"--fail-under {args.fail_under:g}: {terminal_safe(', '.join(below))}",
             file=sys.stderr,
         )
         return EXIT_BELOW_THRESHOLD

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ import docker.utils
 import requests
 import requests.exceptions
 import urllib3.exceptions
+
+from grader.cgroups import build_cgroup
 
 LABEL_PREFIX = "lab5-grader."
 RUN_LABEL = f"{LABEL_PREFIX}run"
@@ -71,6 +73,27 @@ class BuildResult:
 
 
 @dataclass(frozen=True)
+class BuildLimits:
+    """What an image build's RUN steps may use, all steps together."""
+
+    memory_mb: int
+    cpus: float
+    pids: int
+
+
+class _BuildAPIClient(docker.APIClient):
+    """docker-py's `build()` passes only some of the build endpoint's parameters (no
+    `cgroupparent`, `cpuquota` or `cpuperiod`); these are added to its request."""
+
+    extra_build_params: Mapping[str, str | int] = {}
+
+    def _post(self, url: str, **kwargs: Any) -> requests.Response:
+        if url.endswith("/build") and self.extra_build_params:
+            kwargs["params"] = {**(kwargs.get("params") or {}), **self.extra_build_params}
+        return super()._post(url, **kwargs)
+
+
+@dataclass(frozen=True)
 class ResourceLimits:
     cpus: float
     memory_mb: int
@@ -91,6 +114,7 @@ class RunResult:
     log_path: Path
     duration_s: float
     start_error: str | None = None  # why the container could not start at all
+    stopped: str | None = None  # why the harness stopped it before it ended (see `guard`)
 
 
 def build_image(
@@ -104,9 +128,13 @@ def build_image(
     timeout_s: float,
     buildargs: Mapping[str, str] | None = None,
     max_context_bytes: int | None = None,
+    limits: BuildLimits | None = None,
 ) -> BuildResult:
     """Build with the classic builder, streaming its output to `log_path` (its first
     LOG_HEAD_BYTES and last LOG_TAIL_BYTES).
+
+    With `limits`, the RUN steps run in a parent cgroup of the harness's own that holds their
+    processes and memory (see grader/cgroups.py), with a CPU quota each.
 
     A build context over `max_context_bytes` is refused before anything is sent. At the time
     limit the connection is shut down, which makes the engine cancel the build and remove its
@@ -124,8 +152,19 @@ def build_image(
             f"build context: {files:,} files, {size / 1e6:.1f} MB\nERROR: {error}\n"
         )
         return BuildResult(tag, False, log_path, 0.0, error)
-    api = docker.APIClient(version=client.api.api_version, timeout=None,
-                           **docker.utils.kwargs_from_env())  # fmt: skip
+    api = _BuildAPIClient(version=client.api.api_version, timeout=None,
+                          **docker.utils.kwargs_from_env())  # fmt: skip
+    cgroup = None
+    if limits is not None:
+        owner = labels.get(RUN_LABEL, "")
+        cgroup = build_cgroup(client.info(), limits.memory_mb, limits.pids, owner)
+        params: dict[str, str | int] = {"cpuperiod": 100_000,
+                                        "cpuquota": int(limits.cpus * 100_000)}  # fmt: skip
+        if cgroup.parent is not None:
+            params["cgroupparent"] = cgroup.parent
+        else:  # memory per step at least
+            params["memory"] = params["memswap"] = limits.memory_mb << 20
+        api.extra_build_params = params
     connections: list[socket.socket] = []
 
     def remember_socket(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -147,6 +186,8 @@ def build_image(
     step_images: list[str] = []  # the FROM image, then one per finished step
     with CappedLog(log_path) as log:
         log.write(f"build context: {files:,} file{'s' * (files != 1)}, {size / 1e6:.1f} MB\n")
+        if cgroup is not None and cgroup.note:
+            log.write(f"[grader] {cgroup.note}\n")
         try:
             watchdog.start()
             stream = api.build(
@@ -188,17 +229,35 @@ def build_image(
         finally:
             watchdog.cancel()
             api.close()
+            pids_reached, memory_reached = cgroup.limits_reached() if cgroup else (False, False)
+            if cgroup is not None and not cgroup.remove():
+                log.write(f"[grader] could not remove the build's cgroup {cgroup.parent}\n")
         duration = time.monotonic() - started
         timed_out = watchdog.finished.is_set() and duration >= timeout_s
         if timed_out:
             error = f"the build did not finish within the limit of {timeout_s:.0f} s"
             log.write(f"\nERROR: {error}; it was cancelled\n")
+        if error is not None and limits is not None and (pids_reached or memory_reached):
+            reason = _limit_reason(limits, pids_reached, memory_reached)
+            error += f"; {reason}"
+            log.write(f"ERROR: {reason}\n")
     ok = error is None and image_id is not None
     if error is None and image_id is None:
         error = "the engine reported no image (see the build log)"
     if not ok and len(step_images) > 1 and step_images[-1] != step_images[0]:
         _remove_partial_build(client, step_images[-1])
     return BuildResult(tag, ok, log_path, duration, None if ok else error, timed_out)
+
+
+def _limit_reason(limits: BuildLimits, pids_reached: bool, memory_reached: bool) -> str:
+    reasons = []
+    if memory_reached:
+        reasons.append(f"the build's steps reached the memory limit of {limits.memory_mb} MB "
+                       "(a step killed with code 137 was killed for it)")  # fmt: skip
+    if pids_reached:
+        reasons.append(f"the build's steps reached the limit of {limits.pids} processes "
+                       "(no more could be started)")  # fmt: skip
+    return "; ".join(reasons)
 
 
 def context_size(context: Path, dockerfile: Path) -> tuple[int, int]:
@@ -251,10 +310,14 @@ def run_to_exit(
     labels: Mapping[str, str],
     log_path: Path,
     gpus: str = "none",
+    guard: Callable[[docker.models.containers.Container], str | None] | None = None,
+    guard_interval_s: float = 2.0,
 ) -> RunResult:
     """Run a sandboxed container without network until it exits or the wall-time limit kills it.
 
-    The container is removed afterwards; its output is kept (head and tail) in `log_path`.
+    `guard` is asked every `guard_interval_s` while it runs; when it gives a reason, the
+    container is killed and the reason kept in `RunResult.stopped`. The container is removed
+    afterwards; its output is kept (head and tail) in `log_path`.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     container = client.containers.create(
@@ -278,6 +341,23 @@ def run_to_exit(
     started = time.monotonic()
     timed_out = False
     exit_code: int | None = None
+    stopped: list[str] = []
+    ended = threading.Event()
+
+    def watch() -> None:
+        assert guard is not None
+        while not ended.wait(guard_interval_s):
+            try:
+                reason = guard(container)
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                continue  # the engine is busy or the container is gone: ask again
+            if reason is not None:
+                stopped.append(reason)
+                with contextlib.suppress(docker.errors.APIError):
+                    container.kill()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
     try:
         try:
             container.start()
@@ -285,6 +365,8 @@ def run_to_exit(
             reason = (error.explanation or str(error)).strip()
             log_path.write_text(f"[grader] the container could not start: {reason}\n")
             return RunResult(None, False, False, log_path, 0.0, start_error=reason)
+        if guard is not None:
+            watcher.start()
         try:
             exit_code = int(container.wait(timeout=limits.wall_seconds)["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
@@ -293,18 +375,40 @@ def run_to_exit(
                 container.kill()
             container.wait(timeout=60)
         duration = time.monotonic() - started
+        ended.set()
+        if watcher.is_alive():
+            watcher.join()
         write_capped_log(container.logs(stream=True, stdout=True, stderr=True), log_path)
-        if timed_out:
+        if timed_out or stopped:
             with open(log_path, "a") as log:
-                log.write(
-                    f"\n[grader] killed at the wall-time limit of {limits.wall_seconds:.0f} s\n"
-                )
+                if stopped:
+                    log.write(f"\n[grader] stopped: {stopped[0]}\n")
+                else:
+                    log.write(
+                        f"\n[grader] killed at the wall-time limit of {limits.wall_seconds:.0f} s\n"
+                    )
         container.reload()
         oom_killed = bool(container.attrs["State"].get("OOMKilled"))
     finally:
+        ended.set()
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
-    return RunResult(exit_code, timed_out, oom_killed, log_path, duration)
+    return RunResult(
+        exit_code,
+        timed_out,
+        oom_killed,
+        log_path,
+        duration,
+        stopped=stopped[0] if stopped else None,
+    )
+
+
+def writable_layer_bytes(container: docker.models.containers.Container) -> int:
+    """What a container has written into its own file system (its writable layer) so far."""
+    api = container.client.api
+    # docker-py's inspect_container cannot ask for sizes; the endpoint can.
+    response = api._get(api._url("/containers/{0}/json", container.id), params={"size": 1})
+    return int(api._result(response, True).get("SizeRw") or 0)
 
 
 @dataclass

@@ -18,12 +18,14 @@ from typing import Literal
 
 import docker
 import docker.types
+from docker.models.containers import Container
 
-from grader.accuracy import ReportedAccuracy, from_log, from_metrics
+from grader.accuracy import METRICS_MAX_BYTES, ReportedAccuracy, from_log, from_metrics
 from grader.baseimages import BaseImage, BaseImageProvider, ImageSources
 from grader.containers import (
     RUN_LABEL,
     SUBMISSION_LABEL,
+    BuildLimits,
     BuildResult,
     ResourceLimits,
     RunResult,
@@ -34,12 +36,14 @@ from grader.containers import (
     run_to_exit,
     start_server,
     stop_server,
+    writable_layer_bytes,
 )
 from grader.dataset import Dataset
 from grader.dockerfile import read_dockerfile
 from grader.errors import BaseImageUnavailable, DockerfileError
 from grader.gpus import torch_sees_cuda
 from grader.labsteps import ALPINE, StepResult, interactive_session, run_listing
+from grader.outputs import OutputFolder, copy_capped
 from grader.rubric import Profile
 from grader.runs import keep_images_of, prune_kept_images
 from grader.serving import (
@@ -130,6 +134,8 @@ class TrainingRun:
     metrics_file: Path | None
     reported: ReportedAccuracy | None
     notes: tuple[str, ...] = ()  # e.g. why metrics.json was not used
+    model_problem: str | None = None  # why no model was copied out
+    metrics_problem: str | None = None  # why metrics.json was not read
 
     @property
     def succeeded(self) -> bool:
@@ -154,6 +160,7 @@ class Grader:
     threads: int | None = None  # compute threads per container (None: the CPU limit's)
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
+    _train_failures: dict[str, Exception] = field(default_factory=dict)
     _servers: dict[str, Server] = field(default_factory=dict)
     _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _base_images: BaseImageProvider | None = None
@@ -220,14 +227,25 @@ class Grader:
             log_path=self.artifacts(submission) / f"{role}-build.log",
             timeout_s=self.profile.limits.build_seconds,
             max_context_bytes=int(self.profile.limits.build_context_mb * 1e6),
+            limits=BuildLimits(
+                memory_mb=self.profile.limits.memory_mb,
+                cpus=self.profile.limits.cpus,
+                pids=self.profile.limits.pids,
+            ),
         )
         return ImageBuild(tag, build, bases, model_origin=model_origin)
 
     def training_run(self, submission: Submission) -> TrainingRun:
+        if submission.id in self._train_failures:  # training runs once, even when it failed
+            raise self._train_failures[submission.id]
         if submission.id not in self._runs:
             build = self.training_build(submission)
             assert build.ok, "training_run needs a successful training build"
-            self._runs[submission.id] = self._train(submission, build.tag)
+            try:
+                self._runs[submission.id] = self._train(submission, build.tag)
+            except Exception as error:
+                self._train_failures[submission.id] = error
+                raise
         return self._runs[submission.id]
 
     def scratch(self, submission: Submission, name: str) -> Path:
@@ -236,12 +254,21 @@ class Grader:
 
     def _train(self, submission: Submission, image: str) -> TrainingRun:
         artifacts = self.artifacts(submission)
-        scratch = self.scratch(submission, "output")
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        scratch.chmod(0o777)  # the image may run as a non-root user
         limits = self.profile.limits
-        try:
+        writable_limit = int(limits.writable_mb * 1e6)
+        output = OutputFolder(self.scratch(submission, "output"), int(limits.output_mb * 1e6))
+
+        def guard(container: Container) -> str | None:
+            written = writable_layer_bytes(container)
+            if written > writable_limit:
+                return (
+                    f"training wrote {written / 1e6:,.0f} MB into the container's own file "
+                    f"system, more than the limit of {limits.writable_mb:,.0f} MB; write only "
+                    "the model (and metrics.json), and only to $OUTPUT_DIR"
+                )
+            return output.over_limit()
+
+        with output:
             run = run_to_exit(
                 self.client,
                 image=image,
@@ -251,7 +278,7 @@ class Grader:
                     docker.types.Mount(
                         DATA_MOUNT, str(self.dataset.visible_dir), type="bind", read_only=True
                     ),
-                    docker.types.Mount(OUTPUT_MOUNT, str(scratch), type="bind"),
+                    docker.types.Mount(OUTPUT_MOUNT, str(output.path), type="bind"),
                 ],
                 limits=ResourceLimits(
                     cpus=limits.cpus,
@@ -263,13 +290,19 @@ class Grader:
                 labels=grader_labels(self.run_id, submission.id, "train"),
                 log_path=artifacts / "train.log",
                 gpus=self.gpus,
+                guard=guard,
             )
-            model = _copy_out(scratch / submission.train.model_file, artifacts)
-            metrics = _copy_out(scratch / "metrics.json", artifacts)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        reported, notes = _reported_accuracy(metrics, run.log_path)
-        return TrainingRun(run, model, metrics, reported, notes)
+            model, model_problem = _copy_out(
+                output.path, submission.train.model_file, artifacts, int(limits.model_mb * 1e6)
+            )
+            metrics, metrics_problem = _copy_out(
+                output.path, "metrics.json", artifacts, METRICS_MAX_BYTES
+            )
+        notes = (output.note,) if output.note else ()
+        reported, metrics_problem = _reported_accuracy(metrics, metrics_problem, run.log_path)
+        if metrics_problem:
+            notes += (metrics_problem,)
+        return TrainingRun(run, model, metrics, reported, notes, model_problem, metrics_problem)
 
     def cuda_in_training_image(self, submission: Submission) -> bool | None:
         """Whether torch sees CUDA in the training image with this grader's GPUs (None: the
@@ -435,20 +468,29 @@ class Grader:
             remove_labelled(self.client, labels, images=images)
 
 
-def _copy_out(source: Path, folder: Path) -> Path | None:
-    if not source.is_file() or source.is_symlink():
-        return None
-    target = folder / source.name
-    shutil.copyfile(source, target)
-    return target
+def _copy_out(
+    folder: Path, name: str, artifacts: Path, max_bytes: int
+) -> tuple[Path | None, str | None]:
+    """Copy `name` from a training's output folder to `artifacts`: the copy, or why there is
+    none (None, None when it was simply not written). Nothing is read through a link."""
+    source = folder / name
+    if not source.resolve().is_relative_to(folder.resolve()):
+        return None, f"{name} leads out of $OUTPUT_DIR through a symbolic link; it was not read"
+    if not source.exists() and not source.is_symlink():
+        return None, None
+    target = artifacts / source.name
+    problem = copy_capped(source, target, max_bytes)
+    return (None, problem) if problem else (target, None)
 
 
 def _reported_accuracy(
-    metrics: Path | None, log_path: Path
-) -> tuple[ReportedAccuracy | None, tuple[str, ...]]:
+    metrics: Path | None, problem: str | None, log_path: Path
+) -> tuple[ReportedAccuracy | None, str | None]:
+    """The accuracy metrics.json reports, else the log's; and why metrics.json was not used."""
     from_file = from_metrics(metrics) if metrics else None
     if isinstance(from_file, ReportedAccuracy):
-        return from_file, ()
-    notes = (from_file,) if isinstance(from_file, str) else ()
+        return from_file, None
+    if isinstance(from_file, str):
+        problem = from_file
     log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
-    return from_log(log), notes
+    return from_log(log), problem

@@ -48,6 +48,7 @@ from grader.grading import (
     threads_per_container,
 )
 from grader.images import needed_images
+from grader.inert import terminal_safe
 from grader.intake import ArchiveRefused, archive_stem, is_archive, submission_folder
 from grader.labsteps import ALPINE
 from grader.parallel import SubmissionScheduling
@@ -76,7 +77,9 @@ class CheckFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
     """A check that failed for a reason the student can act on; carries a log excerpt."""
 
     def __init__(self, message: str, log: str = "") -> None:
-        super().__init__(message, pytrace=False)
+        # pytest prints its message on the terminal: shown inert, kept whole for the reports.
+        super().__init__(terminal_safe(message, keep_newlines=True), pytrace=False)
+        self.message = message
         self.log = log
 
 
@@ -572,7 +575,7 @@ class GradingSession:
             return
         # Progress goes to the terminal at once, not into the captured output of the check.
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.write_line(f"[grader] {message}")
+            reporter.write_line(f"[grader] {terminal_safe(message, keep_newlines=True)}")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.reused:
@@ -771,7 +774,7 @@ def _outcome(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
         return "passed", "", ""
     error = call.excinfo.value
     if isinstance(error, CheckFailure):
-        return "failed", str(error.msg), error.log
+        return "failed", error.message, error.log
     if call.excinfo.errisinstance(pytest.skip.Exception):
         return "skipped", str(error.msg), ""  # type: ignore[attr-defined]
     if call.excinfo.errisinstance(pytest.fail.Exception):

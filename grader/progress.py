@@ -12,6 +12,7 @@ from typing import IO
 
 import pytest
 
+from grader.inert import terminal_safe
 from grader.parallel import submission_of_nodeid
 from grader.results import SubmissionResult
 
@@ -60,7 +61,7 @@ class Progress:
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         running.worker = gateway.id if gateway is not None else "main"
         where = f" on {running.worker}" if gateway is not None else ""
-        self.say(f"grading {sid}{where}")
+        self.say(f"grading {terminal_safe(sid)}{where}")
 
     def finished(self, result: SubmissionResult) -> None:
         self.done += 1
@@ -69,7 +70,7 @@ class Progress:
         took = now - running.started if running else 0.0
         eta = self.eta(now)
         self.say(
-            f"[{self.done}/{self.total}] {result.submission_id}: {result.score:g}/"
+            f"[{self.done}/{self.total}] {terminal_safe(result.submission_id)}: {result.score:g}/"
             f"{result.max_score:g} in {took:.0f} s ({now - self.started_at:.0f} s elapsed"
             + (f", about {eta:.0f} s left)" if eta is not None else ")")
         )
@@ -85,8 +86,10 @@ class Progress:
         """The live board's rows, each at most `width` characters."""
         now = time.monotonic()
         rows = []
-        name_width = min(28, max((len(sid) for sid in self.running), default=0))
-        for sid, running in sorted(self.running.items(), key=lambda item: item[1].worker):
+        shown = {sid: terminal_safe(sid) for sid in self.running}
+        name_width = min(28, max((len(sid) for sid in shown.values()), default=0))
+        for raw_sid, running in sorted(self.running.items(), key=lambda item: item[1].worker):
+            sid = shown[raw_sid]
             rows.append(
                 f" {running.worker or '…':<5} {sid[:name_width]:<{name_width}}  "
                 f"{running.check:<24} {now - running.check_started:4.0f} s"

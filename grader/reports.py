@@ -21,6 +21,7 @@ from typing import Any
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from grader.html_report import render_html
+from grader.inert import spreadsheet_safe, terminal_safe
 from grader.results import GradingReport, SubmissionResult
 from grader.submission import slugify
 
@@ -63,11 +64,11 @@ def gradebook_csv(report: GradingReport) -> str:
     for result in report.submissions.values():
         writer.writerow(
             [
-                result.submission_id,
-                result.student_name or "",
+                spreadsheet_safe(result.submission_id),
+                spreadsheet_safe(result.student_name or ""),
                 _points(result.score),
                 _points(result.max_score),
-                " | ".join(result.flags),
+                spreadsheet_safe(" | ".join(result.flags)),
                 *(
                     _points(result.checks[c].points) if c in result.checks else ""
                     for c in check_ids
@@ -151,12 +152,17 @@ def _suite(result: SubmissionResult) -> TestSuite:
 
 
 def summary_lines(report: GradingReport) -> list[str]:
-    """A table a TA can read at a glance: score, then what was lost and why, per submission."""
+    """A table a TA can read at a glance: score, then what was lost and why, per submission.
+
+    Ids, messages and flags come from submissions: they are shown without control characters.
+    """
     if not report.submissions:
         return ["no submission was graded"]
-    width = max(len(sid) for sid in report.submissions)
+    shown = {sid: terminal_safe(sid) for sid in report.submissions}
+    width = max(len(sid) for sid in shown.values())
     lines = [f"{'submission':<{width}}  {'score':>9}  lost points"]
-    for sid, result in report.submissions.items():
+    for raw_sid, result in report.submissions.items():
+        sid = shown[raw_sid]
         lost = [
             f"{check.check_id} ({_first_line(check.message)})"
             for check in result.checks.values()
@@ -167,10 +173,10 @@ def summary_lines(report: GradingReport) -> list[str]:
             lost.append(f"{skipped} later check{'s' if skipped > 1 else ''} skipped")
         score = f"{_points(result.score)}/{_points(result.max_score)}"
         lines.append(f"{sid:<{width}}  {score:>9}  {'; '.join(lost) or '-'}")
-        lines.extend(f"{'':<{width}}  {'FLAG':>9}  {flag}" for flag in result.flags)
+        lines.extend(f"{'':<{width}}  {'FLAG':>9}  {terminal_safe(flag)}" for flag in result.flags)
     return lines
 
 
 def _first_line(text: str, limit: int = 90) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = terminal_safe(text.strip().splitlines()[0]) if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."

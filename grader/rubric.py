@@ -61,6 +61,9 @@ class Limits:
     build_context_mb: float = 500.0  # a larger build context is refused before it is sent
     submission_seconds: float = 3600.0  # all of one submission's checks together
     predict_timeout_seconds: float = 30.0  # one prediction request
+    model_mb: float = 500.0  # the largest model file copied out of training
+    output_mb: float = 1024.0  # what training may write to $OUTPUT_DIR
+    writable_mb: float = 2048.0  # what training may write into its container's own file system
     heldout_digits: int = 1000  # hidden digits drawn from the pool for each run
 
 
@@ -210,6 +213,9 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             predict_timeout_seconds=reader.number(
                 limits, limit_key, "predict_timeout_seconds", minimum=0.1, default=30.0
             ),
+            model_mb=reader.number(limits, limit_key, "model_mb", minimum=1, default=500.0),
+            output_mb=reader.number(limits, limit_key, "output_mb", minimum=1, default=1024.0),
+            writable_mb=reader.number(limits, limit_key, "writable_mb", minimum=1, default=2048.0),
             heldout_digits=int(
                 reader.number(limits, limit_key, "heldout_digits", minimum=10, default=1000)
             ),

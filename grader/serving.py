@@ -22,6 +22,7 @@ from grader.containers import RunningServer
 from grader.dataset import ROWS, Digits
 from grader.diagnosis import ContainerInspector, Listener
 from grader.intake import IntakeRefused, copy_tree
+from grader.outputs import place_file
 from grader.predictions import PredictionFormatError, parse_prediction
 from grader.torchserve import (
     TorchServeAPI,
@@ -87,8 +88,7 @@ def prepare_serve_context(
             f"serve.model_path {model_path} is a folder in {context.name}/; name the model file"
         )
     if trained_model is not None:
-        target.unlink(missing_ok=True)
-        shutil.copyfile(trained_model, target)
+        place_file(trained_model, target)  # a link, not a second copy, where possible
         return scratch, "trained"
     if target.is_file() and not target.is_symlink():
         return scratch, "committed"

@@ -27,6 +27,8 @@ def test_run(grading: SubmissionGrading) -> None:
             f"the training container could not start: {run.start_error}; the image's CMD (or "
             "train.command) must name a program that exists in the image",
         )
+    if run.stopped:
+        fail_check(f"training was stopped: {run.stopped}", log)
     if run.timed_out:
         fail_check(
             f"training did not finish within the limit of {limits.train_seconds:.0f} s and was "
@@ -49,8 +51,11 @@ def test_reported_accuracy(grading: SubmissionGrading) -> None:
     target = grading.profile.targets.reported_accuracy
     reported = training.reported
     if reported is None:
+        found = "no accuracy found"
+        if training.metrics_problem:
+            found = f"{training.metrics_problem}; no accuracy line in the log either"
         fail_check(
-            "no accuracy found: write $OUTPUT_DIR/metrics.json with "
+            f"{found}: write $OUTPUT_DIR/metrics.json with "
             '{"test_accuracy": 0.98} or print a line such as '
             "`Test set: Average loss: 0.0267, Accuracy: 9913/10000 (99%)`",
             grading.log(training.run.log_path),
@@ -68,6 +73,8 @@ def test_reported_accuracy(grading: SubmissionGrading) -> None:
 def test_model_artifact(grading: SubmissionGrading) -> None:
     training = grading.training_run()
     model_file = grading.submission.train.model_file
+    if training.model_file is None and training.model_problem:
+        fail_check(training.model_problem)
     if training.model_file is None:
         fail_check(
             f"training did not write {model_file} to $OUTPUT_DIR (/output); save the model "
