@@ -25,7 +25,9 @@ import requests
 import requests.exceptions
 import urllib3.exceptions
 
+from grader.buildnet import bridge_of, remove_rules
 from grader.cgroups import build_cgroup
+from grader.forwarder import ForwarderError, internal_network, start_forwarder
 
 LABEL_PREFIX = "lab5-grader."
 RUN_LABEL = f"{LABEL_PREFIX}run"
@@ -129,6 +131,7 @@ def build_image(
     buildargs: Mapping[str, str] | None = None,
     max_context_bytes: int | None = None,
     limits: BuildLimits | None = None,
+    network_mode: str | None = None,
 ) -> BuildResult:
     """Build with the classic builder, streaming its output to `log_path` (its first
     LOG_HEAD_BYTES and last LOG_TAIL_BYTES).
@@ -201,6 +204,7 @@ def build_image(
                 rm=True,
                 forcerm=True,
                 decode=True,
+                network_mode=network_mode,
             )
             for chunk in stream:
                 if "stream" in chunk:
@@ -413,10 +417,12 @@ def writable_layer_bytes(container: docker.models.containers.Container) -> int:
 
 @dataclass
 class RunningServer:
-    """A detached server container and the host ports (on 127.0.0.1) its ports are published on."""
+    """A detached server container and the host ports (on 127.0.0.1) its ports are reached at,
+    through the forwarder that relays them."""
 
     container: docker.models.containers.Container
     host_ports: dict[int, int]
+    forwarder: docker.models.containers.Container | None = None
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{self.host_ports[port]}"
@@ -443,17 +449,22 @@ def start_server(
     ports: Sequence[int],
     limits: ResourceLimits,
     labels: Mapping[str, str],
+    network: str,
+    relay_image: str,
+    forwarder_labels: Mapping[str, str],
     gpus: str = "none",
-    network: str | None = None,
 ) -> RunningServer:
-    """Start a sandboxed server with `ports` published on 127.0.0.1 at free host ports, on
-    `network` when given (a network of its own keeps it from other submissions' containers)."""
+    """Start a sandboxed server alone on `network` (see `own_network`: no way out), and a
+    forwarder (from `relay_image`) that publishes its `ports` on 127.0.0.1 at free host ports.
+
+    Raises ForwarderError when the forwarder cannot start: a fault of the harness, not of the
+    server, which is removed again.
+    """
     container = client.containers.run(
         image,
         detach=True,
         network=network,
         log_config=ENGINE_LOG,
-        ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
         environment={"OMP_NUM_THREADS": str(limits.compute_threads)},
         nano_cpus=int(limits.cpus * 1e9),
         mem_limit=f"{limits.memory_mb}m",
@@ -466,13 +477,24 @@ def start_server(
         device_requests=device_requests(gpus),
     )
     container.reload()
-    published = container.attrs["NetworkSettings"].get("Ports") or {}
-    host_ports = {}
-    for port in ports:
-        bindings = published.get(f"{port}/tcp") or []
-        if bindings:
-            host_ports[port] = int(bindings[0]["HostPort"])
-    return RunningServer(container, host_ports)
+    # By address: the engine's name service does not answer on an internal network. A server
+    # that exited at once has none; the forwarder then has nothing to reach, as is right.
+    address = (container.attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress")
+    try:
+        forwarder = start_forwarder(
+            client,
+            image=relay_image,
+            network=network,
+            target=address or container.name,
+            ports=ports,
+            labels=forwarder_labels,
+            log_config=ENGINE_LOG,
+        )
+    except ForwarderError:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+        raise
+    return RunningServer(container, forwarder.host_ports, forwarder.container)
 
 
 def stop_server(server: RunningServer, log_path: Path) -> None:
@@ -484,6 +506,9 @@ def stop_server(server: RunningServer, log_path: Path) -> None:
         write_capped_log(server.container.logs(stream=True, stdout=True, stderr=True), log_path)
     with contextlib.suppress(docker.errors.APIError):
         server.container.remove(force=True)
+    if server.forwarder is not None:
+        with contextlib.suppress(docker.errors.APIError):
+            server.forwarder.remove(force=True)
 
 
 def write_capped_log(chunks: Iterator[bytes], path: Path) -> None:
@@ -535,9 +560,9 @@ class CappedLog:
 
 
 def own_network(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> str:
-    """A bridge network of one submission's own, labelled for clean-up; its name."""
-    client.networks.create(name, driver="bridge", labels=dict(labels), check_duplicate=True)
-    return name
+    """A network of one submission's server, labelled for clean-up; its name. Internal, with no
+    address on the host's side: no way out, no service on the host, no other submission."""
+    return internal_network(client, name, labels)
 
 
 def remove_labelled(
@@ -553,6 +578,9 @@ def remove_labelled(
             container.remove(force=True)
             removed += 1
     for network in client.networks.list(filters=selector):
+        bridge = bridge_of(network)
+        if bridge is not None:  # a build network left by an interrupted build: its rules too
+            remove_rules(bridge)
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
             removed += 1

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import docker
 import docker.types
@@ -22,6 +22,7 @@ from docker.models.containers import Container
 
 from grader.accuracy import METRICS_MAX_BYTES, ReportedAccuracy, from_log, from_metrics
 from grader.baseimages import BaseImage, BaseImageProvider, ImageSources
+from grader.buildnet import build_network, firewall_problem
 from grader.containers import (
     RUN_LABEL,
     SUBMISSION_LABEL,
@@ -57,6 +58,7 @@ from grader.serving import (
     wait_model_ready,
 )
 from grader.settings import Settings
+from grader.standins import BASE_IMAGE
 from grader.submission import Submission, slugify
 from grader.torchserve import TorchServeAPI
 
@@ -166,6 +168,8 @@ class Grader:
     _base_images: BaseImageProvider | None = None
     _touched: set[str] = field(default_factory=set)  # submissions this grader worked on
     _alpine_steps: dict[str, StepResult] = field(default_factory=dict)
+    _firewall: tuple[str | None] | None = None  # why builds cannot be cut off from the host
+    _told_firewall: bool = False
 
     def artifacts(self, submission: Submission) -> Path:
         self._touched.add(submission.id)
@@ -218,8 +222,9 @@ class Grader:
             return ImageBuild(
                 tag, None, bases, problem=f"build context {submission.shown(context)}/ is missing"
             )
-        build = build_image(
-            self.client,
+        build = self._build_off_host(
+            submission,
+            role,
             context=context,
             dockerfile=dockerfile_path,
             tag=tag,
@@ -234,6 +239,26 @@ class Grader:
             ),
         )
         return ImageBuild(tag, build, bases, model_origin=model_origin)
+
+    def _build_off_host(self, submission: Submission, role: str, **build: Any) -> BuildResult:
+        """`build_image` on the profile's build network: the internet but not this host, or no
+        network at all (see grader/buildnet.py)."""
+        if self._firewall is None:
+            self._firewall = (firewall_problem(self.client),)
+        problem = self._firewall[0]
+        labels = grader_labels(self.run_id, submission.id, f"{role}-build-network")
+        name = f"lab5-grader-{self.run_id}-{submission.slug}-{role}-build"
+        with build_network(
+            self.client, self.profile.build_network, name, labels, problem
+        ) as network:
+            result = build_image(self.client, network_mode=network.mode, **build)
+        if network.note:
+            if not self._told_firewall:
+                self._told_firewall = True
+                self.say(network.note)
+            with open(result.log_path, "a", encoding="utf-8") as log:
+                log.write(f"\n[grader] {network.note}\n")
+        return result
 
     def training_run(self, submission: Submission) -> TrainingRun:
         if submission.id in self._train_failures:  # training runs once, even when it failed
@@ -367,6 +392,10 @@ class Grader:
             build = self.serving_build(submission)
             assert build.ok, "server needs a successful serving build"
             limits = self.profile.limits
+            labels = grader_labels(self.run_id, submission.id, "serve")
+            # The harness reaches the server only through its forwarder, made from the image
+            # the stand-ins start from (present wherever grading runs).
+            relay_image = self.base_images.ensure(BASE_IMAGE).reference
             running = start_server(
                 self.client,
                 image=build.tag,
@@ -374,13 +403,13 @@ class Grader:
                 limits=ResourceLimits(
                     limits.cpus, limits.memory_mb, limits.pids, 0, threads=self.threads
                 ),
-                labels=grader_labels(self.run_id, submission.id, "serve"),
-                gpus=self.gpus,
+                labels=labels,
                 network=own_network(
-                    self.client,
-                    f"lab5-grader-{self.run_id}-{submission.slug}",
-                    grader_labels(self.run_id, submission.id, "serve"),
+                    self.client, f"lab5-grader-{self.run_id}-{submission.slug}", labels
                 ),
+                relay_image=relay_image,
+                forwarder_labels=grader_labels(self.run_id, submission.id, "forwarder"),
+                gpus=self.gpus,
             )
             published = {INFERENCE_PORT, MANAGEMENT_PORT} <= running.host_ports.keys()
             api = (

@@ -33,6 +33,7 @@ KNOWN_CHECKS = (
     "serve.heldout_accuracy",
 )
 DATASETS = ("offline", "full")
+BUILD_NETWORKS = ("isolated", "none")  # grader/buildnet.py knows what each means
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Profile:
     dataset: str
     targets: Targets
     limits: Limits
+    # What image builds reach: "isolated" (the internet, not the grading host), "none" (nothing).
+    build_network: str = "isolated"
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,16 @@ def _effective(
 def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
     key = f"profiles.{name}"
     spec = reader.table(spec, key)
-    reader.only_keys(spec, key, {"description", "dataset", "targets", "limits", "extends"})
+    reader.only_keys(
+        spec, key, {"description", "dataset", "targets", "limits", "extends", "build_network"}
+    )
+    build_network = reader.string(spec, key, "build_network", default="isolated")
+    if build_network not in BUILD_NETWORKS:
+        reader.fail(
+            f"{key}.build_network",
+            f'must be "isolated" (builds reach the internet but not this host) or "none" '
+            f"(builds have no network), got {build_network!r}",
+        )
     dataset = reader.string(spec, key, "dataset")
     if dataset not in DATASETS:
         reader.fail(f"{key}.dataset", f"must be one of {', '.join(DATASETS)}, got {dataset!r}")
@@ -186,6 +198,7 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
         name=name,
         description=reader.string(spec, key, "description", default=name),
         dataset=dataset,
+        build_network=build_network,
         targets=Targets(
             **{
                 name: reader.number(targets, target_key, name, minimum=0, maximum=1)
@@ -295,6 +308,7 @@ def effective_rubric(rubric: Rubric, profile: Profile) -> dict[str, Any]:
         "profile": profile.name,
         "description": profile.description,
         "dataset": profile.dataset,
+        "build_network": profile.build_network,
         "max_score": rubric.max_score,
         "integrity_penalty": rubric.integrity_penalty,
         "checks": {c.id: {"points": c.points, "title": c.title} for c in rubric.checks.values()},
@@ -308,7 +322,8 @@ def format_rubric(rubric: Rubric, profile: Profile) -> str:
     width = max(len(check_id) for check_id in rubric.checks)
     lines = [
         f"rubric   {data['rubric']}",
-        f"profile  {profile.name}: {profile.description} (dataset {profile.dataset})",
+        f"profile  {profile.name}: {profile.description} (dataset {profile.dataset}, "
+        f"build network {profile.build_network})",
         "integrity flags "
         + (
             "withhold the points of the checks they concern"

@@ -219,7 +219,9 @@ def test_a_failed_build_leaves_no_step_images(client, labels, tmp_path):
     client.images.get(steps[0])  # the base image stays
 
 
-def test_servers_on_their_own_networks_reach_the_host_but_not_each_other(client, labels, tmp_path):
+def test_servers_on_their_own_networks_reach_nothing_and_answer_through_forwarders(
+    client, labels, tmp_path
+):
     from grader.baseimages import BaseImageProvider
     from grader.labsteps import ALPINE
     from grader.settings import Settings
@@ -238,12 +240,21 @@ def test_servers_on_their_own_networks_reach_the_host_but_not_each_other(client,
     for name in ("a", "b"):
         network = own_network(client, f"lab5-grader-{run}-{name}", labels)
         servers[name] = start_server(
-            client, image=image, ports=[8080], limits=LIMITS, labels=labels, network=network
-        )
-    a, b = servers["a"], servers["b"]
-    for server in (a, b):  # published on 127.0.0.1 only
-        bindings = server.container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
+            client, image=image, ports=[8080], limits=LIMITS, labels=labels, network=network,
+            relay_image=BASE_IMAGE, forwarder_labels=labels,
+        )  # fmt: skip
+    b = servers["b"]
+    for name, server in servers.items():
+        assert server.forwarder is not None
+        server.forwarder.reload()
+        bindings = server.forwarder.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
         assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
+        server.container.reload()
+        # Alone on an internal network of its own (its forwarder joins it), which is what keeps
+        # it from the other submission's server; nothing is checked by sending to it.
+        (network,) = server.container.attrs["NetworkSettings"]["Networks"]
+        assert network == f"lab5-grader-{run}-{name}"
+        assert client.networks.get(network).attrs["Internal"] is True
     answer, deadline = None, time.monotonic() + 20
     while answer is None and time.monotonic() < deadline:
         try:
@@ -251,9 +262,6 @@ def test_servers_on_their_own_networks_reach_the_host_but_not_each_other(client,
         except requests.RequestException:
             time.sleep(0.3)
     assert answer is not None and answer.status_code == 200
-    address = next(iter(b.container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    probe = a.container.exec_run(["wget", "-q", "-T", "3", "-O", "-", f"http://{address}:8080/"])
-    assert probe.exit_code != 0, probe.output  # another submission's server is out of reach
     remove_labelled(client, labels)
     assert client.networks.list(filters={"label": f"lab5-grader.run={run}"}) == []
 
