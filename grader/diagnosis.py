@@ -1,16 +1,28 @@
 """Facts from inside a running container, for failure messages a student can act on.
 
-Read through testinfra's docker backend. Images built on minimal bases may have no `ps`, `ss` or
-`netstat`, so everything comes from /proc and plain shell; a fact that cannot be read is None.
+Read with `docker exec`. Images built on minimal bases may have no `ps`, `ss` or `netstat`, so
+everything comes from /proc and plain shell; a fact that cannot be read is None. The container is
+the student's: its shell may hang or print without end, so every exec has a deadline and a cap
+on its output, and after one exec has hung none is tried again in that container.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import docker
+import docker.errors
+import docker.models.containers
+import requests
+
+EXEC_TIMEOUT_S = 10.0
+EXEC_OUTPUT_BYTES = 1 << 20
 
 KEY_FILE_SCRIPT = (
     "for f in /proc/[0-9]*/cwd/key_file.json /home/model-server/key_file.json; do "
@@ -51,46 +63,111 @@ def parse_proc_net_tcp(text: str, ipv6: bool = False) -> list[Listener]:
     return listeners
 
 
+class ExecTimedOut(Exception):
+    pass
+
+
 class ContainerInspector:
     """In-container facts of one running container."""
 
-    def __init__(self, container_id: str) -> None:
-        # Imported here: importing testinfra while pytest loads plugins defeats its assertion
-        # rewriting of testinfra's own plugin.
-        import testinfra
+    def __init__(self, container: docker.models.containers.Container) -> None:
+        self.container = container
+        self.hung: tuple[str, float] | None = None  # the first command that ran out of time
 
-        self.host = testinfra.get_host(f"docker://{container_id}")
-
-    def _run(self, script: str) -> str | None:
-        try:
-            result = self.host.run(script)
-        except Exception:  # the container may be gone or have no shell; then we know nothing
+    def _run(self, script: str, timeout_s: float | None = None) -> str | None:
+        """`sh -c script`'s standard output when it exits 0 within `timeout_s` (at most
+        EXEC_TIMEOUT_S), else None."""
+        if self.hung is not None:
             return None
-        return result.stdout if result.rc == 0 else None
+        timeout_s = max(
+            0.1, min(EXEC_TIMEOUT_S if timeout_s is None else timeout_s, EXEC_TIMEOUT_S)
+        )
+        try:
+            code, output = self._exec(script, timeout_s)
+        except ExecTimedOut:
+            self.hung = (script, timeout_s)
+            return None
+        except (docker.errors.APIError, requests.RequestException, OSError):
+            return None  # the container is gone or has no shell: then we know nothing
+        return output.decode("utf-8", "replace") if code == 0 else None
 
-    def listeners(self) -> list[Listener] | None:
+    def _exec(self, script: str, timeout_s: float) -> tuple[int | None, bytes]:
+        deadline = time.monotonic() + timeout_s
+        api = self.container.client.api
+        created = api.exec_create(self.container.id, ["/bin/sh", "-c", script], stdout=True,
+                                  stderr=False)  # fmt: skip
+        stream = api.exec_start(created["Id"], socket=True)
+        raw: socket.socket = getattr(stream, "_sock", stream)
+        data = bytearray()
+        try:
+            while len(data) < EXEC_OUTPUT_BYTES + 8:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ExecTimedOut(script)
+                raw.settimeout(left)
+                try:
+                    chunk = raw.recv(65536)
+                except TimeoutError:
+                    raise ExecTimedOut(script) from None
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            with contextlib.suppress(OSError):
+                raw.close()
+            with contextlib.suppress(OSError):
+                stream.close()
+        code = api.exec_inspect(created["Id"]).get("ExitCode")
+        return code, _stdout_of(bytes(data))
+
+    @property
+    def unavailable(self) -> str:
+        """Why nothing was read inside, for a failure message ("" when nothing hung)."""
+        if self.hung is None:
+            return ""
+        script, timeout_s = self.hung
+        shown = script if len(script) <= 40 else script[:37] + "..."
+        return (
+            f"the grader could not look inside the container: `docker exec ... /bin/sh -c "
+            f"{shown!r}` did not finish within {round(timeout_s, 1):g} s (is /bin/sh a working "
+            "shell?)"
+        )
+
+    def listeners(self, timeout_s: float | None = None) -> list[Listener] | None:
         found: list[Listener] = []
         readable = False
         for path, ipv6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-            text = self._run(f"cat {path}")
+            text = self._run(f"cat {path}", timeout_s)
             if text is not None:
                 readable = True
                 found.extend(parse_proc_net_tcp(text, ipv6))
         return found if readable else None
 
-    def processes(self) -> list[str] | None:
-        text = self._run(PROCESSES_SCRIPT)
+    def processes(self, timeout_s: float | None = None) -> list[str] | None:
+        text = self._run(PROCESSES_SCRIPT, timeout_s)
         return text.strip().splitlines() if text is not None else None
 
-    def key_file(self) -> dict[str, Any] | None:
+    def key_file(self, timeout_s: float | None = None) -> dict[str, Any] | None:
         """TorchServe's `key_file.json`, written in the server's working directory."""
-        text = self._run(KEY_FILE_SCRIPT)
+        text = self._run(KEY_FILE_SCRIPT, timeout_s)
         try:
             keys = json.loads(text) if text else None
         except ValueError:
             return None
         return keys if isinstance(keys, dict) else None
 
-    def model_archives(self) -> list[str] | None:
-        text = self._run("find / -xdev -name '*.mar' 2>/dev/null | head -n 20")
+    def model_archives(self, timeout_s: float | None = None) -> list[str] | None:
+        text = self._run("find / -xdev -name '*.mar' 2>/dev/null | head -n 20", timeout_s)
         return text.split() if text is not None else None
+
+
+def _stdout_of(stream: bytes) -> bytes:
+    """Standard output from the engine's multiplexed stream: 8-byte headers, then payloads."""
+    out = bytearray()
+    at = 0
+    while at + 8 <= len(stream):
+        kind, size = stream[at], int.from_bytes(stream[at + 4 : at + 8], "big")
+        if kind == 1:
+            out += stream[at + 8 : at + 8 + size]
+        at += 8 + size
+    return bytes(out[:EXEC_OUTPUT_BYTES])

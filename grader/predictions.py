@@ -24,9 +24,11 @@ class PredictionFormatError(ValueError):
 def parse_prediction(body: bytes | str) -> int:
     try:
         value = json.loads(body)
+        digit = _digit(value)
     except (ValueError, UnicodeDecodeError):
         raise PredictionFormatError(body, "it is not JSON") from None
-    digit = _digit(value)
+    except RecursionError:  # e.g. [[[[...]]]] thousands deep
+        raise PredictionFormatError(body, "it is JSON nested too deeply to be a digit") from None
     if digit is None:
         raise PredictionFormatError(
             body, "expected a digit, [digit], {class: probability} or a list of those"

@@ -62,6 +62,7 @@ class Limits:
     build_context_mb: float = 500.0  # a larger build context is refused before it is sent
     submission_seconds: float = 3600.0  # all of one submission's checks together
     predict_timeout_seconds: float = 30.0  # one prediction request
+    check_seconds: float = 1200.0  # one check, enforced even while it is blocked
     model_mb: float = 500.0  # the largest model file copied out of training
     output_mb: float = 1024.0  # what training may write to $OUTPUT_DIR
     writable_mb: float = 2048.0  # what training may write into its container's own file system
@@ -226,6 +227,7 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             predict_timeout_seconds=reader.number(
                 limits, limit_key, "predict_timeout_seconds", minimum=0.1, default=30.0
             ),
+            check_seconds=_check_seconds(reader, limits, limit_key),
             model_mb=reader.number(limits, limit_key, "model_mb", minimum=1, default=500.0),
             output_mb=reader.number(limits, limit_key, "output_mb", minimum=1, default=1024.0),
             writable_mb=reader.number(limits, limit_key, "writable_mb", minimum=1, default=2048.0),
@@ -234,6 +236,28 @@ def _profile(reader: _Reader, name: str, spec: Any) -> Profile:
             ),
         ),
     )
+
+
+STAGE_LIMITS = ("build_seconds", "train_seconds", "server_ready_seconds")
+CHECK_SECONDS_MARGIN = 300.0  # the default check_seconds: the longest stage and this
+
+
+def _check_seconds(reader: _Reader, limits: Mapping[str, Any], limit_key: str) -> float:
+    """One check's limit: at least every stage's own limit, so that a stage that runs out of
+    time fails with its own reason; by default the longest stage's limit plus a margin."""
+    stages = {name: reader.number(limits, limit_key, name, minimum=1) for name in STAGE_LIMITS}
+    longest = max(stages, key=stages.__getitem__)
+    value = reader.number(
+        limits, limit_key, "check_seconds", minimum=1,
+        default=stages[longest] + CHECK_SECONDS_MARGIN,
+    )  # fmt: skip
+    if value < stages[longest]:
+        reader.fail(
+            f"{limit_key}.check_seconds",
+            f"must be at least {longest} ({stages[longest]:g}): a check may run a whole stage, "
+            f"got {value:g}",
+        )
+    return value
 
 
 class _Reader:

@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -25,17 +25,21 @@ from grader.intake import IntakeRefused, copy_tree
 from grader.outputs import place_file
 from grader.predictions import PredictionFormatError, parse_prediction
 from grader.torchserve import (
+    DeadlineExceeded,
     TorchServeAPI,
     is_token_error,
     json_body,
     model_names,
     worker_statuses,
 )
-from grader.waiting import NotReady, Probe, wait_for
+from grader.waiting import Deadline, NotReady, Probe, wait_for
 
 INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT = 8080, 8081, 8082
 SERVER_PORTS = (INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT)
 LOOK_INSIDE_EVERY_S = 2.0
+LAST_CALL_S = 0.5  # the least a call gets at the end of a wait: a wait may overrun by this
+READY_LIMIT = "server_ready_seconds"
+INCOMPLETE = "an incomplete answer"
 BIND_ADVICE = (
     "set inference_address=http://0.0.0.0:8080 and management_address=http://0.0.0.0:8081 in "
     "config.properties"
@@ -56,10 +60,14 @@ class Server:
     running: RunningServer
     api: TorchServeAPI | None  # None when the container exited before its ports were published
     notes: list[str] = field(default_factory=list)
+    _inspector: ContainerInspector | None = field(default=None, repr=False)
 
     @property
     def inspector(self) -> ContainerInspector:
-        return ContainerInspector(self.running.container.id)
+        """One per server: once a command hung in the container, none is tried again."""
+        if self._inspector is None:
+            self._inspector = ContainerInspector(self.running.container)
+        return self._inspector
 
 
 def prepare_serve_context(
@@ -141,12 +149,12 @@ def exited_outcome(server: Server) -> Outcome | None:
     )
 
 
-def _use_token(server: Server) -> bool:
+def _use_token(server: Server, deadline: Deadline) -> bool:
     """Read key_file.json from the container and use its tokens; True when that worked."""
     assert server.api is not None
     if server.api.inference_key is not None:
         return False
-    keys = server.inspector.key_file()
+    keys = server.inspector.key_file(deadline.left())
     if not keys:
         return False
     server.api.use_keys(keys)
@@ -162,6 +170,7 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
     if exited or server.api is None:
         return exited or Outcome(False, "the server container has no published ports")
     api = server.api
+    deadline = Deadline(timeout_s)
     last_look = [0.0]
 
     def loopback_listener() -> Listener | None:
@@ -169,7 +178,7 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         if time.monotonic() - last_look[0] < LOOK_INSIDE_EVERY_S:
             return None
         last_look[0] = time.monotonic()
-        listeners = server.inspector.listeners() or []
+        listeners = server.inspector.listeners(deadline.left()) or []
         on_port = [entry for entry in listeners if entry.port == INFERENCE_PORT]
         return on_port[0] if on_port and all(entry.loopback_only for entry in on_port) else None
 
@@ -177,14 +186,16 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         if server.running.state().get("Status") != "running":
             return Probe(done=True, value="exited")
         try:
-            response = api.ping()
+            response = api.ping(max(LAST_CALL_S, deadline.left()))
+        except DeadlineExceeded as error:
+            return Probe(seen=f"{INCOMPLETE}: {error}")
         except requests.RequestException as error:
             listener = loopback_listener()
             if listener is not None:
                 return Probe(done=True, value=listener)
             return Probe(seen=f"no HTTP answer ({type(error).__name__})")
         if is_token_error(response):
-            if _use_token(server):
+            if _use_token(server, deadline):
                 return Probe(seen="token required; retrying with the key from key_file.json")
             return Probe(seen=f"HTTP {response.status_code}: token authorization failed and no "
                          "key_file.json was found in the container")  # fmt: skip
@@ -200,7 +211,11 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
     url = f"{api.inference_url}/ping"
     try:
         outcome = wait_for(
-            probe, what=f"GET {url}", expected='{"status": "Healthy"}', timeout_s=timeout_s
+            probe,
+            what=f"GET {url}",
+            expected='{"status": "Healthy"}',
+            timeout_s=timeout_s,
+            limit=READY_LIMIT,
         )
     except NotReady as error:
         return _diagnose_unreachable(server, error)
@@ -218,10 +233,19 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
 
 def _diagnose_unreachable(server: Server, error: NotReady) -> Outcome:
     log = server.running.log_tail()
+    if error.seen.startswith(INCOMPLETE):
+        return Outcome(
+            False,
+            f"{error}; the server must answer each request in full, at once (a /ping that "
+            "trickles its answer or never finishes it counts as no answer)",
+            log,
+        )
     if not error.seen.startswith("no HTTP answer"):
         return Outcome(False, str(error), log)
     inspector = server.inspector
     listeners = inspector.listeners()
+    if listeners is None and inspector.unavailable:
+        return Outcome(False, f"{error}; {inspector.unavailable}", log)
     if listeners is not None and not any(entry.port == INFERENCE_PORT for entry in listeners):
         processes = inspector.processes() or []
         running = "; ".join(processes[:8]) or "none visible"
@@ -240,19 +264,25 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
     if exited or server.api is None:
         return exited or Outcome(False, "the server container has no published ports")
     api = server.api
+    deadline = Deadline(timeout_s)
+
+    def call_time() -> float:
+        return max(LAST_CALL_S, deadline.left())
 
     def probe() -> Probe:
         if server.running.state().get("Status") != "running":
             return Probe(done=True, value=("exited", []))
         try:
-            response = api.describe(model)
-            if is_token_error(response) and _use_token(server):
-                response = api.describe(model)
+            response = api.describe(model, call_time())
+            if is_token_error(response) and _use_token(server, deadline):
+                response = api.describe(model, call_time())
             if response.status_code == 404:
-                registered = model_names(json_body(api.models()))
+                registered = model_names(json_body(api.models(call_time())))
                 if registered:
                     return Probe(done=True, value=("missing", registered))
                 return Probe(seen="no model is registered")
+        except DeadlineExceeded as error:
+            return Probe(seen=f"{INCOMPLETE} from the management API: {error}")
         except requests.RequestException as error:
             return Probe(seen=f"no HTTP answer from the management API ({type(error).__name__})")
         if response.status_code != 200:
@@ -269,6 +299,7 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
             what=f"GET {api.management_url}/models/{model}",
             expected="a worker with status READY",
             timeout_s=timeout_s,
+            limit=READY_LIMIT,
         )
     except NotReady as error:
         if error.seen == "no model is registered":
@@ -276,7 +307,8 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
             where = f"; archives in the image: {', '.join(archives)}" if archives else ""
             return Outcome(
                 False,
-                f"no model is registered within {timeout_s:g} s{where}; load it at start-up "
+                f"no model is registered within {timeout_s:g} s (limit {READY_LIMIT}){where}; "
+                "load it at start-up "
                 f"with `--models {model}={model}.mar` or `load_models={model}.mar` in "
                 "config.properties (registering models after start-up is disabled by default)",
                 log(),
@@ -284,8 +316,9 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
         if error.seen.startswith("workers"):
             return Outcome(
                 False,
-                f"no worker of model {model!r} became READY within {timeout_s:g} s "
-                f"({error.seen}); the model probably fails to load: see the server log",
+                f"no worker of model {model!r} became READY within {timeout_s:g} s (limit "
+                f"{READY_LIMIT}; {error.seen}); the model probably fails to load: see the "
+                "server log",
                 _failure_lines(log(200)) or log(),
             )
         return Outcome(False, str(error), log())
@@ -319,8 +352,19 @@ def predict_digit(api: TorchServeAPI, model: str, body: bytes) -> int:
     """The digit the server predicts for an image; PredictionError says what went wrong."""
     try:
         response = api.predict(model, body)
+    except DeadlineExceeded as error:
+        partial = (
+            f": the server had sent {error.received} bytes of it and no more"
+            if error.received
+            else ""
+        )
+        raise PredictionError(
+            f"no {'complete ' * bool(partial)}answer from /predictions/{model} within "
+            f"{round(error.timeout_s, 1):g} s (limit predict_timeout_seconds){partial}; a "
+            "handler must answer one digit well within that"
+        ) from None
     except requests.RequestException as error:
-        raise PredictionError(f"no answer from /predictions/{model} ({error})") from error
+        raise PredictionError(f"no answer from /predictions/{model} ({error})") from None
     if response.status_code != 200:
         raise PredictionError(
             f"/predictions/{model} answered HTTP {response.status_code}: "
@@ -363,7 +407,6 @@ def predict_heldout(
     After STOP_AFTER_FAILURES failures in a row (say, a handler stuck in a loop, each request
     waiting out its timeout) the rest are not sent: they count as failed.
     """
-    local = threading.local()
     lock = threading.Lock()
     failures_in_a_row = 0
     stopped = threading.Event()
@@ -372,10 +415,8 @@ def predict_heldout(
         nonlocal failures_in_a_row
         if stopped.is_set():
             return index, None, None
-        if not hasattr(local, "api"):
-            local.api = replace(api, session=requests.Session())
         try:
-            predicted = predict_digit(local.api, model, png(digits.image(index)))
+            predicted = predict_digit(api, model, png(digits.image(index)))
         except PredictionError as error:
             with lock:
                 failures_in_a_row += 1

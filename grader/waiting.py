@@ -19,16 +19,38 @@ class Probe:
     done: bool = False
 
 
+class Deadline:
+    """A point in time a piece of work must be over by; what is left of it is never negative."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.at = clock() + seconds
+
+    def left(self, cap: float | None = None) -> float:
+        remaining = max(0.0, self.at - self._clock())
+        return remaining if cap is None else min(cap, remaining)
+
+    @property
+    def passed(self) -> bool:
+        return self._clock() >= self.at
+
+
 class NotReady(Exception):
     """A wait that ran out: says what was polled, what was expected and what came back last."""
 
-    def __init__(self, what: str, expected: str, seen: str, timeout_s: float) -> None:
+    def __init__(
+        self, what: str, expected: str, seen: str, timeout_s: float, limit: str = ""
+    ) -> None:
         self.what = what
         self.expected = expected
         self.seen = seen
         self.timeout_s = timeout_s
+        self.limit = limit
+        named = f" (limit {limit})" if limit else ""
         super().__init__(
-            f"{what} did not give {expected} within {timeout_s:g} s; last seen: {seen or 'nothing'}"
+            f"{what} did not give {expected} within {timeout_s:g} s{named}; "
+            f"last seen: {seen or 'nothing'}"
         )
 
 
@@ -38,11 +60,16 @@ def wait_for(
     what: str,
     expected: str,
     timeout_s: float,
+    limit: str = "",
     interval_s: float = 0.25,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> object:
-    """Call `probe` until it reports done or `timeout_s` passes; return its value or raise."""
+    """Call `probe` until it reports done or `timeout_s` passes; return its value or raise.
+
+    A probe that can block must bound itself by what is left of the same `timeout_s` (see
+    `Deadline`): the time is only looked at between probes. `limit` names the setting.
+    """
     deadline = clock() + timeout_s
     seen = ""
     while True:
@@ -52,5 +79,5 @@ def wait_for(
         seen = outcome.seen or seen
         remaining = deadline - clock()
         if remaining <= 0:
-            raise NotReady(what, expected, seen, timeout_s)
+            raise NotReady(what, expected, seen, timeout_s, limit)
         sleep(min(interval_s, remaining))
