@@ -163,6 +163,7 @@ class Grader:
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
     _train_failures: dict[str, Exception] = field(default_factory=dict)
+    _told: set[str] = field(default_factory=set)  # notes about the host, said once
     _servers: dict[str, Server] = field(default_factory=dict)
     _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _base_images: BaseImageProvider | None = None
@@ -323,10 +324,14 @@ class Grader:
             metrics, metrics_problem = _copy_out(
                 output.path, "metrics.json", artifacts, METRICS_MAX_BYTES
             )
-        notes = (output.note,) if output.note else ()
+        if output.note:  # the host's doing, not the submission's: told once, and in the log
+            if output.note not in self._told:
+                self._told.add(output.note)
+                self.say(output.note)
+            with open(run.log_path, "a", encoding="utf-8") as log:
+                log.write(f"\n[grader] {output.note}\n")
         reported, metrics_problem = _reported_accuracy(metrics, metrics_problem, run.log_path)
-        if metrics_problem:
-            notes += (metrics_problem,)
+        notes = (metrics_problem,) if metrics_problem else ()
         return TrainingRun(run, model, metrics, reported, notes, model_problem, metrics_problem)
 
     def cuda_in_training_image(self, submission: Submission) -> bool | None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from grader import outputs
 from grader.accuracy import ReportedAccuracy, from_metrics
 from grader.cgroups import build_cgroup
 from grader.errors import RubricError
-from grader.outputs import allocated_bytes, copy_capped, place_file
+from grader.outputs import OutputFolder, allocated_bytes, copy_capped, place_file
 from grader.rubric import DEFAULT_RUBRIC, load_rubric
 
 MB = 1_000_000
@@ -171,3 +172,30 @@ def test_where_no_build_cgroup_can_be_made_the_note_says_so(tmp_path):
     assert v2.parent is None and v2.note is not None
     assert "no process limit for image builds" in v2.note and "pids and memory" in v2.note
     assert list(tmp_path.iterdir()) == [tmp_path / "cgroup.subtree_control"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_the_output_folder_is_bounded_and_writable_by_anyone(tmp_path):
+    with OutputFolder(tmp_path / "output", 4 * MB) as output:
+        assert output.mounted and output.note is None
+        assert output.path.stat().st_mode & 0o777 == 0o777
+        with pytest.raises(OSError, match="No space left on device"):
+            (output.path / "big").write_bytes(bytes(5 * MB))
+        assert output.over_limit() is None  # the file system itself stops it
+    assert not (tmp_path / "output").exists()
+    assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
+
+
+def test_an_output_folder_that_cannot_be_mounted_is_watched(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs, "_engine_shares_mounts", lambda: False)
+    with OutputFolder(tmp_path / "output", 4 * MB) as output:
+        assert not output.mounted
+        assert output.note is not None and "watched, not bounded" in output.note
+        assert "another mount namespace" in output.note
+        (output.path / "small").write_bytes(os.urandom(MB))
+        assert output.over_limit() is None
+        (output.path / "big").write_bytes(os.urandom(5 * MB))
+        problem = output.over_limit()
+        assert problem is not None and "training wrote 6 MB to $OUTPUT_DIR" in problem
+        assert "more than the limit of 4 MB" in problem
+    assert not (tmp_path / "output").exists()
