@@ -131,6 +131,15 @@ def leftover_cgroups(owner: str = "", root: Path = CGROUP_ROOT) -> list[Path]:
     return [path for place in places for path in place.glob(pattern) if path.is_dir()]
 
 
+def remove_cgroups_of(owner: str, root: Path = CGROUP_ROOT) -> int:
+    """Remove the build parents a run (`owner`) left, e.g. when it was killed mid-build; how
+    many could not be removed (a step container still in one)."""
+    left = 0
+    for path in sorted(leftover_cgroups(owner, root), key=lambda p: len(p.parts), reverse=True):
+        left += not _remove_tree(path)
+    return left
+
+
 def _make(cgroup: BuildCgroup, path: Path) -> None:
     path.mkdir()
     cgroup._created.append(path)

@@ -11,7 +11,7 @@ import pytest
 
 from grader import outputs
 from grader.accuracy import ReportedAccuracy, from_metrics
-from grader.cgroups import build_cgroup
+from grader.cgroups import build_cgroup, leftover_cgroups, remove_cgroups_of
 from grader.errors import RubricError
 from grader.outputs import OutputFolder, allocated_bytes, copy_capped, place_file
 from grader.rubric import DEFAULT_RUBRIC, load_rubric
@@ -199,3 +199,17 @@ def test_an_output_folder_that_cannot_be_mounted_is_watched(tmp_path, monkeypatc
         assert problem is not None and "training wrote 6 MB to $OUTPUT_DIR" in problem
         assert "more than the limit of 4 MB" in problem
     assert not (tmp_path / "output").exists()
+
+
+def test_a_killed_runs_build_cgroups_are_removed_and_no_others(tmp_path):
+    root = _tree_v1(tmp_path)
+    info = {"CgroupDriver": "cgroupfs", "CgroupVersion": "1"}
+    for owner in ("run-a", "run-a", "run-b"):
+        build_cgroup(info, 512, 200, owner=owner, root=root)
+    for path in root.rglob("*.*"):  # as a real cgroup's files, gone with its folder
+        if path.is_file():
+            path.unlink()
+    assert len(leftover_cgroups("run-a", root)) == 4  # pids and memory of each
+    assert remove_cgroups_of("run-a", root) == 0
+    assert leftover_cgroups("run-a", root) == []
+    assert len(leftover_cgroups("run-b", root)) == 2
