@@ -67,8 +67,13 @@ def firewall_problem(client: docker.DockerClient) -> str | None:
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"`iptables -S INPUT` failed: {error}"
     if listing.returncode != 0:
-        return f"`iptables -S INPUT` failed: {listing.stderr.strip() or listing.returncode}"
+        return f"`iptables -S INPUT` failed: {_first_line(listing)}"
     return None
+
+
+def _first_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.strip().splitlines()
+    return lines[0] if lines else f"exit status {done.returncode}"
 
 
 def degraded_note(problem: str) -> str:
@@ -128,7 +133,7 @@ def add_rules(bridge: str) -> str | None:
             return f"`iptables -I INPUT` failed: {error}"
         if done.returncode != 0:
             remove_rules(bridge)
-            return f"`iptables -I INPUT` failed: {done.stderr.strip() or done.returncode}"
+            return f"`iptables -I INPUT` failed: {_first_line(done)}"
     return None
 
 

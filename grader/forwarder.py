@@ -75,19 +75,20 @@ def start_forwarder(
     does the container, so that removing what is labelled removes both. Clients from the internal
     network itself are refused: the server cannot use the relay to reach anything but itself.
     """
+    front = f"{network}{FRONT_SUFFIX}"
+    container: docker.models.containers.Container | None = None
     try:
         subnets = [
             entry["Subnet"]
             for entry in client.networks.get(network).attrs["IPAM"]["Config"] or []
             if entry.get("Subnet")
         ]
-        front = f"{network}{FRONT_SUFFIX}"
-        client.networks.create(front, driver="bridge", labels=dict(labels), check_duplicate=True)
         command = ["python3", "-c", RELAY_SOURCE, "--target", target,
                    "--ports", ",".join(map(str, ports)),
                    "--max-connections", str(MAX_CONNECTIONS)]  # fmt: skip
         for subnet in subnets:
             command += ["--deny", subnet]
+        client.networks.create(front, driver="bridge", labels=dict(labels), check_duplicate=True)
         container = client.containers.create(
             image,
             command=command,
@@ -104,19 +105,16 @@ def start_forwarder(
             labels=dict(labels),
             log_config=log_config,
         )
-    except docker.errors.APIError as error:
-        raise ForwarderError(f"the forwarder to the server could not be created: {error}") from None
-    try:
         client.networks.get(network).connect(container)
         container.start()
         _wait_ready(container)
         container.reload()
     except (docker.errors.APIError, ForwarderError) as error:
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+        _remove(client, container, front)
         if isinstance(error, ForwarderError):
             raise
-        raise ForwarderError(f"the forwarder to the server could not start: {error}") from None
+        stage = "be created" if container is None else "start"
+        raise ForwarderError(f"the forwarder to the server could not {stage}: {error}") from None
     published = container.attrs["NetworkSettings"].get("Ports") or {}
     host_ports = {}
     for port in ports:
@@ -126,17 +124,28 @@ def start_forwarder(
     return Forwarder(container, host_ports)
 
 
+def _remove(
+    client: docker.DockerClient, container: docker.models.containers.Container | None, front: str
+) -> None:
+    """What a failed start made: the container, then its bridge."""
+    if container is not None:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    with contextlib.suppress(docker.errors.APIError):
+        client.networks.get(front).remove()
+
+
 def _wait_ready(container: docker.models.containers.Container) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    started = time.monotonic()
     while True:
         log = container.logs().decode("utf-8", "replace")
         if relay.READY in log:
             return
         container.reload()
-        if container.status not in {"created", "running"} or time.monotonic() > deadline:
-            state = "exited" if container.status == "exited" else "did not report ready"
+        waited = time.monotonic() - started
+        if container.status not in {"created", "running"} or waited > READY_TIMEOUT_S:
             raise ForwarderError(
-                f"the forwarder to the server {state} within {READY_TIMEOUT_S:g} s: "
-                f"{log.strip()[-500:] or 'no output'}"
+                f"the forwarder to the server did not get ready (container {container.status} "
+                f"after {waited:.0f} s); its output: {log.strip()[-500:] or 'none'}"
             )
         time.sleep(0.1)

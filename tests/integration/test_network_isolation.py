@@ -19,16 +19,20 @@ import docker
 import docker.errors
 import pytest
 
-from grader.buildnet import BRIDGE_OPTION, build_network, firewall_problem
+from grader.buildnet import BRIDGE_OPTION, add_rules, build_network, firewall_problem
 from grader.containers import (
     ROLE_LABEL,
     RUN_LABEL,
     SUBMISSION_LABEL,
+    ResourceLimits,
     build_image,
     grader_labels,
+    own_network,
     remove_labelled,
+    start_server,
 )
 from grader.engine import connect
+from grader.forwarder import ForwarderError, start_forwarder
 from grader.rubric import DEFAULT_RUBRIC
 from grader.standins import BASE_IMAGE
 from tests.cli import ROOT
@@ -255,3 +259,71 @@ def test_an_interrupted_builds_network_and_rules_are_removed_with_its_labels(cli
     assert input_rules(bridge) == []
     with pytest.raises(docker.errors.NotFound):
         client.networks.get(name)
+
+
+@pytest.mark.skipif(firewall_problem(connect()) is not None, reason="needs iptables as root")
+def test_rules_the_firewall_refuses_are_reported_and_none_is_left():
+    bridge = "l5gb-" + "x" * 20  # longer than an interface name may be
+    failure = add_rules(bridge) or ""
+    assert failure.startswith("`iptables -I INPUT` failed: "), failure
+    assert "IFNAMSIZ" in failure and "\n" not in failure  # iptables' own first line
+    assert input_rules(bridge) == []
+
+
+@pytest.mark.skipif(firewall_problem(connect()) is not None, reason="needs iptables as root")
+def test_without_the_right_to_change_the_firewall_builds_are_told_why():
+    """Root without CAP_NET_ADMIN, as in a container the harness might run in."""
+    probe = (
+        "import docker; from grader.buildnet import firewall_problem; "
+        "print(firewall_problem(docker.DockerClient("
+        "base_url='unix:///var/run/docker.sock', version='1.41')))"
+    )
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_admin", sys.executable, "-c", probe],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("`iptables -S INPUT` failed: "), done.stdout
+    assert "Permission denied" in done.stdout
+
+
+def test_a_forwarder_that_cannot_start_is_the_harness_fault_and_takes_the_server_along(
+    client, tmp_path
+):
+    from grader.baseimages import BaseImageProvider
+    from grader.labsteps import ALPINE
+    from grader.settings import Settings
+
+    BaseImageProvider(client, Settings.from_env(), print).ensure(ALPINE)  # has no Python
+    labels = grader_labels(f"test-forwarder-{secrets.token_hex(3)}", "forwarder", "test")
+    limits = ResourceLimits(cpus=0.5, memory_mb=128, pids=64, wall_seconds=0)
+    try:
+        network = own_network(client, f"lab5-grader-{labels[RUN_LABEL]}", labels)
+        with pytest.raises(ForwarderError) as raised:
+            start_server(
+                client, image=ALPINE, ports=[8080], limits=limits, labels=labels,
+                network=network, relay_image=ALPINE, forwarder_labels=labels,
+            )  # fmt: skip
+        message = str(raised.value)
+        assert message.startswith("the forwarder to the server could not start: "), message
+        assert "python3" in message  # not in that image
+        mine = {"label": f"{RUN_LABEL}={labels[RUN_LABEL]}"}
+        assert client.containers.list(all=True, filters=mine) == []  # the server went too
+        with pytest.raises(ForwarderError) as raised:  # the relay cannot listen twice on a port
+            start_forwarder(
+                client, image=BASE_IMAGE, network=network, target="server", ports=[8080, 8080],
+                labels=labels,
+            )  # fmt: skip
+        message = str(raised.value)
+        assert message.startswith("the forwarder to the server did not get ready (container "
+                                  "exited after "), message  # fmt: skip
+        assert "Address already in use" in message
+        with pytest.raises(ForwarderError) as raised:
+            start_forwarder(
+                client, image="lab5-grader/no-such-image:0", network=network, target="server",
+                ports=[8080], labels=labels,
+            )  # fmt: skip
+        assert str(raised.value).startswith("the forwarder to the server could not be created: ")
+        assert "no-such-image" in str(raised.value)
+    finally:
+        remove_labelled(client, labels)
