@@ -39,8 +39,7 @@ def _record_processes(grading: SubmissionGrading, server: Server) -> None:
     """Whether TorchServe is what answers: its Java server among the container's processes."""
     processes = server_processes(server.running.container)
     measurements = grading.result.measurements
-    if processes is None:
-        measurements.pop("server_is_torchserve", None)
+    if processes is None:  # what an earlier look found stands
         return
     measurements["server_is_torchserve"] = is_torchserve(processes)
     measurements["server_processes"] = [line[:300] for line in processes[:20]]
@@ -49,7 +48,10 @@ def _record_processes(grading: SubmissionGrading, server: Server) -> None:
 def _verify_served_model(grading: SubmissionGrading, server: Server) -> None:
     """Hash the weights in the archive TorchServe loaded and the file the image was built with."""
     measurements = grading.result.measurements
-    if not measurements.get("server_is_torchserve"):
+    if "server_is_torchserve" not in measurements:
+        measurements["served_model_problem"] = "the engine could not list the server's processes"
+        return
+    if not measurements["server_is_torchserve"]:
         return
     assert server.api is not None
     submission = grading.submission
