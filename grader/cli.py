@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -477,6 +478,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _grade_on_ray(args: argparse.Namespace) -> int:
     """The same grading, spread over a Ray cluster's nodes (see grader/raybackend.py)."""
+    if args.hidden_dir is not None:
+        raise GraderError(
+            "--hidden-dir works with the local backend only: the nodes of a Ray cluster grade "
+            "with their own dataset; grade without --backend ray"
+        )
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -508,6 +514,8 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
         cpus=profile.limits.cpus,
         memory_mb=profile.limits.memory_mb,
         wants_gpu=args.gpus not in ("auto", "none"),
+        # One seed for the whole batch, so that every node sends the same hidden digits.
+        seed=args.seed if args.seed is not None else secrets.randbelow(1 << 32),
     )
     report_dir.mkdir(parents=True, exist_ok=True)
     batch = RayBatch(args.ray_address, jobs, rubric, profile, dataset, report_dir, options,

@@ -70,6 +70,7 @@ class TaskOptions:
     cpus: float
     memory_mb: int
     wants_gpu: bool
+    seed: int | None = None  # the run's hidden-digit seed, the same on every node
 
 
 def pack(folder: Path) -> bytes:
@@ -101,6 +102,8 @@ def grade_on_node(packed: bytes, options: TaskOptions) -> dict[str, Any]:
             "-j", "1", "--progress", "lines", "--force", "--report-dir", str(report_dir),
             "--profile", options.profile, "--gpus", options.gpus,
         ]  # fmt: skip
+        if options.seed is not None:
+            command += ["--seed", str(options.seed)]
         if options.rubric_text is not None:
             (folder / "rubric.toml").write_text(options.rubric_text)
             command += ["--rubric", str(folder / "rubric.toml")]
@@ -166,6 +169,7 @@ class RayBatch:
             profile=self.profile.name,
             rubric=str(self.rubric.path),
             harness_version=__version__,
+            seed=self.options.seed,
         )
         keys = {s.id: submission_key(s.root, self.rubric, self.profile, self.dataset)
                 for s in self.submissions}  # fmt: skip

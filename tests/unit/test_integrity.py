@@ -381,3 +381,10 @@ def test_results_written_before_flag_ids_are_read():
     data["flags"] = ["an old flag"]
     result = submission_from_json(data)
     assert result.flags == ["an old flag"] and result.integrity_flags[0].id == "flag-1"
+
+
+def test_hidden_dir_is_refused_on_ray(tmp_path, capsys):
+    write_idx(tmp_path / "digits", blob_digits(5))
+    argv = ["grade", str(tmp_path), "--backend", "ray", "--hidden-dir", str(tmp_path / "digits")]
+    assert main(argv) == 2
+    assert "--hidden-dir works with the local backend only" in capsys.readouterr().err
