@@ -26,6 +26,7 @@ from typing import IO, Literal
 import docker
 
 from grader.containers import RUN_LABEL, remove_labelled
+from grader.outputs import _unmount as unmount
 from grader.settings import Settings
 
 LOCK_NAME = ".lock"  # in a run's folder: where runs of earlier versions held their lock
@@ -213,7 +214,7 @@ def reap_dead_runs(
             removed = remove_labelled(client, {RUN_LABEL: run_id}, images=not kept)
         for home in homes:
             if home.run_dir(run_id).is_dir():
-                shutil.rmtree(home.run_dir(run_id), ignore_errors=True)
+                _remove_folder(home.run_dir(run_id))
                 removed += 1
         if not _leftovers(client, run_id, images=not kept):
             # Nothing of it is left to prove dead: its lock file has done its work.
@@ -223,6 +224,30 @@ def reap_dead_runs(
         if removed:  # a run that ended well left only its lock file
             reaped.append(run_id)
     return reaped
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove a dead run's folder, unmounting first what the run mounted in it (a training
+    output's tmpfs stays mounted when its run is killed)."""
+    for mount in sorted(_mounts_under(folder), key=lambda p: len(p.parts), reverse=True):
+        unmount(mount)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _mounts_under(folder: Path) -> list[Path]:
+    try:
+        table = Path("/proc/self/mounts").read_text()
+    except OSError:
+        return []
+    found = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 1:
+            # Spaces and the like are written as octal escapes (\040).
+            point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
+            if point.is_relative_to(folder) and point != folder:
+                found.append(point)
+    return found
 
 
 def _leftovers(client: docker.DockerClient, run_id: str, images: bool) -> bool:

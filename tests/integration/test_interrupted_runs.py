@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +23,15 @@ pytestmark = pytest.mark.integration
 CUDA_BASE = "pytorch/pytorch:1.13.1-cuda11.6-cudnn8-runtime"
 
 
+def own_locks(tmp_path):
+    """A lock folder of the test's own: other runs on the host cannot see its runs' locks, so
+    they leave the runs killed here to the test's next run (they would reap them: they are dead)."""
+    return {"GRADER_RUN_LOCKS": str(tmp_path / "locks")}
+
+
 def start_grading(tmp_path, name):
+    """`grader grade` of a submission whose training sleeps; its id is this test's own."""
+    name = f"{name}-{secrets.token_hex(3)}"
     submission = tmp_path / "submissions" / name
     (submission / "train").mkdir(parents=True)
     (submission / "train" / "Dockerfile").write_text(f"FROM {CUDA_BASE}\nCMD sleep 600\n")
@@ -30,14 +39,14 @@ def start_grading(tmp_path, name):
     process = subprocess.Popen(
         [sys.executable, "-m", "grader", "grade", str(submission), "--report-dir", str(report_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, **own_locks(tmp_path)},
     )  # fmt: skip
     client = connect()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         running = client.containers.list(filters={"label": f"{SUBMISSION_LABEL}={name}"})
         if running:
-            return process, running[0], report_dir
+            return process, running[0], report_dir, name
         assert process.poll() is None, process.stdout.read()
         time.sleep(0.5)
     process.kill()
@@ -52,31 +61,33 @@ def leftovers(run_id):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_keeps_its_results_and_cleans_up(tmp_path, signum):
-    process, container, report_dir = start_grading(tmp_path, f"stopped-{signum}")
+    process, container, report_dir, sid = start_grading(tmp_path, f"stopped-{signum}")
     run_id = container.labels[RUN_LABEL]
     os.killpg(process.pid, signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     results = json.loads((report_dir / "results.json").read_text())
-    checks = results["submissions"][f"stopped-{signum}"]["checks"]
+    checks = results["submissions"][sid]["checks"]
     assert checks["train.build"]["status"] == "passed"
     assert leftovers(run_id) == []
     assert not (Settings.from_env().home / "runs" / run_id).exists()
 
 
 def test_a_killed_run_is_reaped_by_the_next_one(tmp_path):
-    process, container, report_dir = start_grading(tmp_path, "killed")
+    process, container, report_dir, sid = start_grading(tmp_path, "killed")
     run_id = container.labels[RUN_LABEL]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     results = json.loads((report_dir / "results.json").read_text())
-    assert results["submissions"]["killed"]["checks"]["train.build"]["status"] == "passed"
+    assert results["submissions"][sid]["checks"]["train.build"]["status"] == "passed"
     assert leftovers(run_id)  # the kill left the training container and the image
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "submission.toml").write_text("")
-    done = run_grader("grade", str(empty), "--report-dir", str(tmp_path / "next"))
+    done = run_grader(
+        "grade", str(empty), "--report-dir", str(tmp_path / "next"), env=own_locks(tmp_path)
+    )
     assert done.returncode == 0, done.stderr
     assert re.search(r"removed what \d+ interrupted run\(s\) left behind", done.stdout)
     assert leftovers(run_id) == []

@@ -9,7 +9,7 @@ import pytest
 
 from grader.containers import RUN_LABEL, build_image, grader_labels, remove_labelled
 from grader.engine import connect
-from grader.runs import keep_images_of, prune_kept_images, reap_dead_runs
+from grader.runs import RunLock, keep_images_of, prune_kept_images, reap_dead_runs
 from grader.settings import Settings
 from grader.standins import BASE_IMAGE
 
@@ -69,14 +69,25 @@ def test_oldest_kept_images_go_first_and_nothing_else_is_touched(images, tmp_pat
     assert {tags["test-kept-current"], tags["test-not-kept"]} <= _tags(client)
 
 
-def test_reaping_leaves_kept_images_and_removes_the_rest(images):
+def test_reaping_removes_only_provably_dead_runs_and_leaves_kept_images(
+    images, tmp_path, monkeypatch
+):
     client, tags = images
-    settings = Settings.from_env()  # the host's: its live runs hold locks there and are spared
-    keep_images_of(settings, "test-kept-old")
+    # Locks of the test's own, so that other runs on the host leave these runs to it.
+    monkeypatch.setenv("GRADER_RUN_LOCKS", str(tmp_path / "locks"))
+    settings = Settings.from_env()
+    RunLock(settings, "test-not-kept").release()  # ended: its lock is free
+    alive = RunLock(settings, "test-kept-current")
+    keep_images_of(settings, "test-kept-old")  # ended keeping its images
     try:
-        reaped = reap_dead_runs(client, settings)
+        reaped = reap_dead_runs(client, settings, among=RUNS)
+        left = _tags(client)
     finally:
+        alive.release()
         (settings.kept_images_dir / "test-kept-old").unlink()
-    assert "test-kept-old" in reaped and "test-not-kept" in reaped
-    assert tags["test-kept-old"] in _tags(client)
-    assert tags["test-not-kept"] not in _tags(client)
+        reap_dead_runs(client, settings, among=["test-kept-current"])
+    assert reaped == ["test-not-kept"]
+    assert tags["test-not-kept"] not in left
+    assert tags["test-kept-old"] in left  # kept on purpose
+    assert tags["test-kept-current"] in left  # alive
+    assert tags["test-kept-newer"] in left  # nothing proves it dead: not ours to remove
