@@ -88,23 +88,37 @@ def submission_folder(path: Path, unpack_into: Path) -> Path:
 
 def take_in(
     path: Path, unpack_into: Path, stage_into: Path, limits: ArchiveLimits = ArchiveLimits()
-) -> Path:
+) -> tuple[Path, str]:
     """The private folder to grade for a submission handed in as `path` (a folder or an
-    archive); IntakeRefused says why there is none."""
-    return stage(submission_folder(path, unpack_into), stage_into, limits)
+    archive) and the name it was handed in under; IntakeRefused says why there is none."""
+    name = path.name
+    if is_archive(path):
+        path = unpack(path, unpack_into, limits)
+        # an archive of one folder is named by that folder, one of loose files by itself
+        name = path.name if path.parent != unpack_into else archive_stem(Path(name))
+    return stage(path, stage_into, limits), name
 
 
 def stage(source: Path, into: Path, limits: ArchiveLimits = ArchiveLimits()) -> Path:
     """A private copy of the folder `source` under `into` (made once: a second call, such as a
     parallel worker's, finds it). IntakeRefused when the folder is over the limits."""
     source = source.resolve()
-    target = into / f"{source.name}-{hashlib.sha256(str(source).encode()).hexdigest()[:12]}"
+    # Under a folder of its own, the copy keeps the name: messages name folders as handed in.
+    key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    target, refused = into / key / source.name, into / f"{key}.refused"
     if target.is_dir():
         return target
+    if refused.is_file():  # refused already in this run: not copied again up to the limit
+        raise IntakeRefused(refused.read_text(encoding="utf-8"))
     into.mkdir(parents=True, exist_ok=True)
     into.chmod(0o700)
     with tempfile.TemporaryDirectory(dir=into, prefix=".staging-") as work:
-        copy_tree(source, Path(work) / "content", limits)
+        try:
+            copy_tree(source, Path(work) / "content", limits)
+        except IntakeRefused as error:
+            refused.write_text(str(error), encoding="utf-8")
+            raise
+        target.parent.mkdir(exist_ok=True)
         try:
             os.replace(Path(work) / "content", target)
         except OSError:
@@ -228,6 +242,10 @@ def unpack(archive: Path, into: Path, limits: ArchiveLimits = ArchiveLimits()) -
         with tempfile.TemporaryDirectory(dir=into, prefix=".unpacking-") as work:
             _extract(archive, Path(work) / "content", entries)
             os.replace(Path(work) / "content", target)
+    from grader.submission import is_submission_dir  # which imports this module
+
+    if is_submission_dir(target):  # loose files, or just `train/`: the archive is the folder
+        return target
     children = [child for child in target.iterdir() if not child.name.startswith("__MACOSX")]
     return children[0] if len(children) == 1 and children[0].is_dir() else target
 

@@ -13,14 +13,13 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
 import docker
 import docker.errors
 import pytest
-import requests
 
 from grader import __version__
 from grader.accuracy import training_curve
@@ -50,18 +49,16 @@ from grader.grading import (
 )
 from grader.images import needed_images
 from grader.inert import terminal_safe
-from grader.intake import ArchiveRefused, archive_stem, is_archive, submission_folder
+from grader.intake import ArchiveRefused, IntakeRefused, archive_stem, is_archive, take_in
 from grader.labsteps import ALPINE
 from grader.parallel import SubmissionScheduling
 from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
 from grader.results import (
     CheckResult,
-    Flag,
     GradingReport,
     Status,
     SubmissionResult,
-    WrongDigit,
     submission_from_json,
     submission_to_json,
 )
@@ -72,7 +69,6 @@ from grader.settings import Settings
 from grader.standins import BASE_IMAGE
 from grader.submission import Submission, discover, load_submission, slugify
 from grader.verdicts import gpu_use_verdict, review
-from grader.watchdog import Budget, Watchdog, check_budget
 
 CHECK_MARKER = "check"
 
@@ -156,12 +152,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @dataclass(frozen=True)
 class Intake:
-    """A submission folder found on the command line, loaded or with the reason it can't be."""
+    """A submission found on the command line: its private copy, loaded or with the reason it
+    can't be, and what intake noticed (an id shared with another submission)."""
 
-    id: str
-    path: Path
+    id: str  # unique in the run, and so is the file-name form of it (slugify)
+    path: Path  # the private copy that is graded
     submission: Submission | None
-    problem: GraderError | None  # an invalid submission.toml or a refused archive
+    problem: GraderError | None  # an invalid submission.toml or a refused archive or folder
+    source: Path | None = None  # what was handed in
+    notes: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -172,7 +172,11 @@ def pytest_configure(config: pytest.Config) -> None:
         rubric = load_rubric(Path(config.getoption("rubric") or DEFAULT_RUBRIC))
         profile = rubric.profile(config.getoption("profile"))
         report_dir = Path(config.getoption("report_dir"))
-        intakes = _intake([Path(p) for p in config.getoption("submissions")], report_dir / "intake")
+        paths = discover([Path(p) for p in config.getoption("submissions")])
+        run_id = _run_of(config)[0]
+        # ".intake": no submission's scratch folder (named by its slug) can be called that
+        staging = Settings.from_env().run_dir(run_id) / ".intake"
+        intakes = _intake(paths, report_dir.resolve() / "intake", staging)
     except GraderError as error:
         raise pytest.UsageError(str(error)) from None
     try:
@@ -193,24 +197,96 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "lab5-grader-session")
 
 
-def _intake(paths: list[Path], unpack_into: Path) -> list[Intake]:
-    intakes: list[Intake] = []
-    seen: set[str] = set()
-    for path in discover(paths):
+def _intake(paths: list[Path], unpack_into: Path, stage_into: Path) -> list[Intake]:
+    """Take every submission in: a private copy, loaded. What goes wrong with one (a refused
+    archive or folder, a bad manifest, anything unforeseen) is that submission's alone."""
+    taken: list[Intake] = []
+    for path in paths:
         submission: Submission | None = None
         problem: GraderError | None = None
+        folder = path
         name = archive_stem(path) if is_archive(path) else path.name
         try:
-            path = submission_folder(path, unpack_into)
-            submission = load_submission(path)
-        except (ManifestError, ArchiveRefused) as error:
+            folder, name = take_in(path, unpack_into, stage_into)
+            submission = load_submission(folder, default_id=name)
+        except (ManifestError, IntakeRefused) as error:
             problem = error
+        except Exception as error:  # whatever a hand-in provokes stops only that hand-in
+            problem = IntakeRefused(
+                f"{path.name}: could not be taken in ({type(error).__name__}: {error})"
+            )
         submission_id = submission.id if submission else name
-        if submission_id in seen:  # two folders claim one student id: keep both, apart
-            submission_id = f"{submission_id} ({path.name})"
-        seen.add(submission_id)
-        intakes.append(Intake(submission_id, path, submission, problem))
-    return intakes
+        taken.append(Intake(submission_id, folder, submission, problem, source=path))
+    return _distinct(taken)
+
+
+def _distinct(intakes: list[Intake]) -> list[Intake]:
+    """The intakes with ids, and file names made of them, unique: a later one whose id or file
+    name is taken gets its folder's name as a suffix and a note; an id that several submissions
+    claim flags each of them. Nothing of one submission ever replaces another's."""
+    claims: dict[str, list[Intake]] = {}
+    for intake in intakes:
+        claims.setdefault(intake.id, []).append(intake)
+    ids: set[str] = set()
+    slugs: dict[str, str] = {}  # file name -> the id that has it
+    distinct = []
+    for intake in intakes:
+        notes, flags = list(intake.notes), list(intake.flags)
+        claimants = claims[intake.id]
+        if len(claimants) > 1:
+            others = ", ".join(str(i.source) for i in claimants if i is not intake)
+            flags.append(
+                f"student id {intake.id!r} is claimed by {len(claimants)} submissions: this one "
+                f"({intake.source}) and {others}; each was graded apart and nothing of one "
+                "replaced the other's; check who handed in what"
+            )
+        unique = intake.id
+        suffix = intake.source.name if intake.source else "2"
+        number = 1
+        while unique in ids or slugify(unique) in slugs:
+            number += 1
+            unique = (
+                f"{intake.id} ({suffix})" if number == 2 else f"{intake.id} ({suffix} {number})"
+            )
+        if unique != intake.id:
+            clash = slugs.get(slugify(intake.id), intake.id)
+            notes.append(
+                f"graded as {unique!r}: {intake.id!r} and the earlier submission {clash!r} would "
+                f"share the name {slugify(intake.id)!r} of their artifacts, stored results and "
+                "images"
+            )
+        ids.add(unique)
+        slugs[slugify(unique)] = unique
+        submission = intake.submission
+        if submission is not None and unique != submission.id:
+            submission = replace(submission, id=unique)
+        distinct.append(
+            replace(
+                intake, id=unique, submission=submission, notes=tuple(notes), flags=tuple(flags)
+            )
+        )
+    return distinct
+
+
+_run_key = pytest.StashKey[tuple[str, "RunLock | None"]]()
+
+
+def _run_of(config: pytest.Config) -> tuple[str, RunLock | None]:
+    """The run's id and, in the controlling process, its lock: taken before intake copies
+    submissions into the run's folder, so that no reaper ever takes that folder for a dead
+    run's. Workers grade under the controller's id."""
+    if _run_key not in config.stash:
+        worker_input = getattr(config, "workerinput", None)
+        if worker_input is not None:
+            config.stash[_run_key] = (worker_input[RUN_ID_KEY], None)
+        else:
+            run_id = new_run_id()
+            try:
+                lock = RunLock(Settings.from_env(), run_id)
+            except OSError as error:
+                raise GraderError(f"cannot start a grading run: {error}") from None
+            config.stash[_run_key] = (run_id, lock)
+    return config.stash[_run_key]
 
 
 session_key = pytest.StashKey["GradingSession"]()
@@ -242,10 +318,12 @@ class SubmissionGrading:
                 f"{elapsed:.0f} s; this check and the ones left were not run"
             )
         if self.intake.submission is None:
-            fix = "fix submission.toml and hand in again"
+            fix = "; fix submission.toml and hand in again"
             if isinstance(self.intake.problem, ArchiveRefused):
-                fix = "hand in an archive of regular files inside one folder"
-            fail_check(f"{self.intake.problem}; {fix}")
+                fix = "; hand in an archive of regular files inside one folder"
+            elif isinstance(self.intake.problem, IntakeRefused):
+                fix = ""  # the reason says what to leave out
+            fail_check(f"{self.intake.problem}{fix}")
         return self.intake.submission
 
     @property
@@ -351,9 +429,6 @@ class SubmissionGrading:
 
     def server(self) -> Server:
         __tracebackhide__ = True
-        stopped_in = self.session.stopped.get(self.intake.id)
-        if stopped_in is not None:
-            pytest.skip(f"skipped: the server was stopped when {stopped_in} ran out of time")
         self._require(self.serving_build(), "inference")
         server = self.grader.server(self.submission)
         self.result.measurements["serve_device"] = describe_device(self.grader.gpus)
@@ -399,14 +474,13 @@ class GradingSession:
         self.gpus = gpus
         self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
         self.started: dict[str, float] = {}
-        self.stopped: dict[str, str] = {}  # submission id -> the check whose deadline stopped it
         self.unavailable: dict[
             str, list[str]
         ] = {}  # base image -> every source tried  # submission id -> when its first check began
         self.report_dir = Path(config.getoption("report_dir")).resolve()
         self.settings = Settings.from_env()
         self._grader: Grader | None = None
-        self._lock: RunLock | None = None
+        self._lock: RunLock | None = _run_of(config)[1]
         self.report: GradingReport | None = None
         self.force = bool(config.getoption("force"))
         self.keep_images = bool(config.getoption("keep_images"))
@@ -417,7 +491,7 @@ class GradingSession:
         # workers grade whole submissions and send their results along with each test report.
         worker_input = getattr(config, "workerinput", None)
         self.controls = worker_input is None
-        self.run_id = worker_input[RUN_ID_KEY] if worker_input else new_run_id()
+        self.run_id = _run_of(config)[0]
         self.workers = int(getattr(config.option, "numprocesses", 0) or 1)
         if worker_input:
             self.workers = int(worker_input[WORKERS_KEY])
@@ -467,8 +541,14 @@ class GradingSession:
     def result_for(self, intake: Intake) -> SubmissionResult:
         assert self.report is not None
         result = self.report.submission(
-            intake.id, intake.path, self.report_dir / "artifacts" / slugify(intake.id)
+            intake.id,
+            intake.source or intake.path,
+            self.report_dir / "artifacts" / slugify(intake.id),
         )
+        for note in intake.notes:
+            result.note(note)
+        for flag in intake.flags:
+            result.flag(flag, "student-id")
         if intake.submission:
             result.student_name = intake.submission.student_name
             for warning in intake.submission.warnings:
@@ -494,7 +574,8 @@ class GradingSession:
             reaped = reap_dead_runs(client, self.settings)
             if reaped:
                 self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
-            self._lock = RunLock(self.settings, self.run_id)
+            if self._lock is None:
+                self._lock = RunLock(self.settings, self.run_id)
         engine_info = client.info()
         self._grader = Grader(
             client=client,
@@ -680,79 +761,6 @@ class GradingSession:
                 self._say(f"cleaning up after {current} failed: {error}")
         item.stash[_finished_key] = True
 
-    # --- deadlines -----------------------------------------------------------------------------
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Iterator[object]:
-        """Run a check under its deadline (check_seconds, or what is left of submission_seconds).
-
-        Passing it while the check still runs stops the submission's containers, so that a build,
-        training run, exec or HTTP call it is blocked in returns; the check then fails naming the
-        limit, whatever it raised on the way out.
-        """
-        intake_id = _intake_id(pyfuncitem)
-        marker = pyfuncitem.get_closest_marker(CHECK_MARKER)
-        if intake_id is None or marker is None or self._grader is None:
-            return (yield)
-        limits = self.profile.limits
-        started = self.started.setdefault(intake_id, time.monotonic())
-        budget = check_budget(
-            limits.check_seconds, limits.submission_seconds, time.monotonic() - started
-        )
-        if budget.seconds <= 0:  # the check fails at once, saying so (SubmissionGrading)
-            return (yield)
-        intake = self.intakes[intake_id]
-        check_id = str(marker.args[0])
-        result = self.result_for(intake)
-        measured = (
-            dict(result.measurements),
-            list(result.integrity_flags),
-            list(result.wrong_digits),
-        )
-        watchdog = Watchdog(budget.seconds, lambda: self._stop_containers(intake, check_id))
-        watchdog.start()
-        try:
-            outcome = yield
-        except (KeyboardInterrupt, SystemExit):
-            watchdog.disarm()
-            raise
-        except BaseException:
-            if not watchdog.disarm():
-                raise
-            self._forget_partial(result, check_id, measured)
-            _ran_out(watchdog, budget)
-        if watchdog.disarm():
-            self._forget_partial(result, check_id, measured)
-            _ran_out(watchdog, budget)
-        return outcome
-
-    @staticmethod
-    def _forget_partial(
-        result: SubmissionResult,
-        check_id: str,
-        measured: tuple[dict[str, Any], list[Flag], list[WrongDigit]],
-    ) -> None:
-        """What a stopped check measured is partial (say, accuracy over the digits answered
-        before the stop): it is left out, and so are flags drawn from it."""
-        result.measurements, result.integrity_flags, result.wrong_digits = measured
-        result.note(f"{check_id} was stopped at its time limit; what it had measured is left out")
-
-    def _stop_containers(self, intake: Intake, check_id: str) -> str | None:
-        """Kill the submission's running containers; None, or why the engine could not."""
-        self.stopped[intake.id] = check_id
-        if intake.submission is None:
-            return None
-        selector = {
-            "label": [f"{RUN_LABEL}={self.run_id}", f"{SUBMISSION_LABEL}={intake.submission.id}"]
-        }
-        try:
-            for container in self.grader.client.containers.list(filters=selector):
-                with contextlib.suppress(docker.errors.APIError):  # it may have exited
-                    container.kill()
-        except (docker.errors.DockerException, requests.RequestException) as error:
-            return str(error)
-        return None
-
     # --- results -------------------------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True)
@@ -843,30 +851,6 @@ WORKERS_KEY = "lab5_grader_workers"
 GPUS_KEY = "lab5_grader_gpus"
 UNAVAILABLE_KEY = "lab5_grader_unavailable_images"
 SEED_KEY = "lab5_grader_seed"
-
-
-class ContainersNotStopped(Exception):
-    """A check ran out of time and the engine did not stop the submission's containers."""
-
-
-def _ran_out(watchdog: Watchdog, budget: Budget) -> NoReturn:
-    __tracebackhide__ = True
-    if watchdog.stop_problem is not None:
-        raise ContainersNotStopped(
-            f"the check ran past {budget.limit} ({budget.limit_seconds:g} s) and the Docker "
-            f"engine did not stop the submission's containers: {watchdog.stop_problem}"
-        ) from None
-    if budget.limit == "check_seconds":
-        fail_check(
-            f"this check did not finish within {budget.limit_seconds:g} s (limit check_seconds) "
-            "and was stopped, with the submission's containers; what it waited on (a build, the "
-            "training, the server's answers) must finish well within that"
-        )
-    fail_check(
-        f"the submission used up its {budget.limit_seconds:g} s (limit submission_seconds) during "
-        "this check, which was stopped with the submission's containers; the checks left were "
-        "not run"
-    )
 
 
 def _intake_id(item: pytest.Item) -> str | None:

@@ -128,8 +128,11 @@ def discover(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load_submission(root: Path) -> Submission:
-    """Read a submission folder; ManifestError names the file, the key and the fix."""
+def load_submission(root: Path, default_id: str | None = None) -> Submission:
+    """Read a submission folder; ManifestError names the file, the key and the fix.
+
+    Without `student.id` the id is `default_id`, or the folder's name.
+    """
     root = root.resolve()
     manifest_path = root / MANIFEST
     data: dict[str, Any] = {}
@@ -157,7 +160,7 @@ def load_submission(root: Path) -> Submission:
         "serve",
         {"context", "dockerfile", "model_name", "model_path", "sample_image", "sample_label"},
     )
-    submission_id = reader.string(student, "student.id", root.name)
+    submission_id = reader.string(student, "student.id", default_id or root.name)
     if not submission_id.strip():
         reader.fail("student.id", "must not be empty")
 

@@ -13,7 +13,7 @@ import pytest
 
 from grader.intake import ArchiveLimits, ArchiveRefused, IntakeRefused, stage, unpack
 from grader.serving import prepare_serve_context
-from grader.submission import discover
+from grader.submission import discover, slugify
 
 
 def _zip(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
@@ -253,7 +253,7 @@ def _folder(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_private_copy_keeps_files_modes_and_inner_links(tmp_path):
     root, _ = _folder(tmp_path)
     copy = stage(root, tmp_path / "run" / "intake")
-    assert copy.parent == tmp_path / "run" / "intake" and copy.name.startswith("alice-")
+    assert copy.parent.parent == tmp_path / "run" / "intake" and copy.name == "alice"
     assert (copy / "serve" / "Dockerfile").read_text() == "FROM x\n"
     assert (copy / "serve" / "start.sh").stat().st_mode & 0o777 == 0o755
     assert os.readlink(copy / "serve" / "weights") == "models/m.pt"
@@ -296,15 +296,17 @@ def test_a_folder_over_the_limits_is_refused(tmp_path):
     with pytest.raises(IntakeRefused) as error:
         stage(root, tmp_path / "run", ArchiveLimits(max_files=4))
     assert str(error.value) == "alice/: refused, not copied: more than 4 files, folders and links"
+    with pytest.raises(IntakeRefused) as again:  # a second look, a parallel worker's, is told so
+        stage(root, tmp_path / "run")
+    assert str(again.value) == str(error.value)
     (root / "serve" / "big.bin").write_bytes(b"x" * 3_000_000)
     with pytest.raises(IntakeRefused) as error:
         stage(root, tmp_path / "run2", ArchiveLimits(max_bytes=2_000_000))
     assert str(error.value).startswith(
         "alice/: refused, not copied: more than 2 MB; leave datasets"
     )
-    assert not (tmp_path / "run2").exists() or not [
-        p for p in (tmp_path / "run2").iterdir() if not p.name.startswith(".")
-    ]
+    left = sorted(p.name for p in (tmp_path / "run2").iterdir())
+    assert len(left) == 1 and left[0].endswith(".refused")  # no copy, half or whole
 
 
 def test_an_unreadable_file_refuses_the_folder_with_its_name(tmp_path):
@@ -337,7 +339,7 @@ def test_a_folder_too_deep_for_tools_is_refused(tmp_path):
     assert str(error.value) == (
         f"deep/: refused, not copied: {'d/' * 64} holds folders more than 64 deep"
     )
-    assert stage(root, tmp_path / "run", ArchiveLimits(max_depth=70)).is_dir()
+    assert stage(root, tmp_path / "run2", ArchiveLimits(max_depth=70)).is_dir()
 
 
 def test_an_archive_too_deep_is_refused(tmp_path):
@@ -423,3 +425,101 @@ def test_a_committed_model_counts_only_as_a_regular_file(tmp_path):
         None,
         "serve.model_path Dockerfile/m.pt: Dockerfile is a file where a folder is needed",
     )
+
+
+# --- a batch taken in: private copies, unique ids, claims flagged ---------------------------------
+
+
+def _hand_in(batch: Path, name: str, manifest: str | None = None) -> Path:
+    folder = batch / name
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "Dockerfile").write_text("FROM x\n")
+    if manifest is not None:
+        (folder / "submission.toml").write_text(manifest)
+    return folder
+
+
+def _take_in_batch(tmp_path: Path, batch: Path) -> list:
+    from grader.plugin import _intake
+
+    return _intake(discover([batch]), tmp_path / "reports" / "intake", tmp_path / "run" / ".intake")
+
+
+def test_every_folder_is_graded_from_its_private_copy(tmp_path):
+    original = _hand_in(tmp_path / "batch", "alice")
+    (intake,) = _take_in_batch(tmp_path, tmp_path / "batch")
+    assert intake.id == "alice" and intake.source == original
+    assert intake.path.is_relative_to(tmp_path / "run" / ".intake")
+    assert intake.submission.root == intake.path
+    assert intake.submission.train.dockerfile == intake.path / "train" / "Dockerfile"
+
+
+def test_ids_differing_by_case_or_punctuation_get_apart(tmp_path):
+    batch = tmp_path / "batch"
+    for name in ("Bob", "bob", "a.b", "a-b"):
+        _hand_in(batch, name)
+    intakes = {intake.source.name: intake for intake in _take_in_batch(tmp_path, batch)}
+    ids = {name: intake.id for name, intake in intakes.items()}
+    assert ids == {"Bob": "Bob", "bob": "bob (bob)", "a-b": "a-b", "a.b": "a.b (a.b)"}
+    assert len({slugify(i) for i in ids.values()}) == 4
+    for intake in intakes.values():
+        assert intake.submission.id == intake.id and not intake.flags
+    assert intakes["bob"].notes == (
+        "graded as 'bob (bob)': 'bob' and the earlier submission 'Bob' would share the name "
+        "'bob' of their artifacts, stored results and images",
+    )
+    assert intakes["Bob"].notes == ()
+
+
+def test_a_claimed_student_id_flags_both_and_keeps_both(tmp_path):
+    batch = tmp_path / "batch"
+    alice = _hand_in(batch, "alice")
+    mallory = _hand_in(batch, "mallory", '[student]\nid = "alice"\n')
+    first, second = _take_in_batch(tmp_path, batch)
+    assert (first.source, second.source) == (alice, mallory)
+    assert (first.id, second.id) == ("alice", "alice (mallory)")
+    assert first.submission.id != second.submission.id
+    assert first.flags == (
+        f"student id 'alice' is claimed by 2 submissions: this one ({alice}) and {mallory}; "
+        "each was graded apart and nothing of one replaced the other's; check who handed in "
+        "what",
+    )
+    assert second.flags[0].startswith(
+        f"student id 'alice' is claimed by 2 submissions: this one ({mallory}) and {alice}"
+    )
+
+
+def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
+    import grader.plugin
+
+    batch = tmp_path / "batch"
+    _hand_in(batch, "good")
+    _hand_in(batch, "odd")
+    _zip(batch / "nameless.zip", {"a/train/Dockerfile": b"x"})
+    with zipfile.ZipFile(batch / "nameless.zip", "a") as handle:
+        handle.writestr(zipfile.ZipInfo(""), b"x")
+    real = grader.plugin.load_submission
+
+    def load(folder, default_id=None):
+        if default_id == "odd":
+            raise RuntimeError("something unforeseen")
+        return real(folder, default_id)
+
+    monkeypatch.setattr(grader.plugin, "load_submission", load)
+    intakes = {intake.id: intake for intake in _take_in_batch(tmp_path, batch)}
+    assert intakes["good"].submission is not None
+    assert str(intakes["odd"].problem) == (
+        "odd: could not be taken in (RuntimeError: something unforeseen)"
+    )
+    assert str(intakes["nameless"].problem).startswith(
+        "nameless.zip: refused, nothing was unpacked: entry '' is a file without a name"
+    )
+
+
+def test_archives_are_named_by_their_folder_or_themselves(tmp_path):
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    _zip(batch / "upload-1.zip", {"carol/train/Dockerfile": b"FROM x\n"})
+    _zip(batch / "dave.zip", {"train/Dockerfile": b"FROM x\n"})
+    ids = sorted(intake.id for intake in _take_in_batch(tmp_path, batch))
+    assert ids == ["carol", "dave"]
