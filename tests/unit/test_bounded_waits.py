@@ -357,3 +357,32 @@ def test_check_seconds_defaults_to_the_longest_stage_and_five_minutes(tmp_path):
     full = load_rubric(path).profile("full").limits
     assert (full.build_seconds, full.check_seconds) == (1800, 2100)
     assert load_rubric().profile("offline").limits.check_seconds == 1200
+
+
+# --- docker exec output ------------------------------------------------------------------------
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_exec_output_keeps_standard_output_only_and_is_capped():
+    from grader.diagnosis import EXEC_OUTPUT_BYTES, _stdout_of
+
+    stream = _frame(2, b"warning\n") + _frame(1, b"0: 00000000:1F90") + _frame(1, b" x\n")
+    assert _stdout_of(stream) == b"0: 00000000:1F90 x\n"
+    assert _stdout_of(stream[:-1]) == b"0: 00000000:1F90 x"  # a frame cut short: what came
+    assert len(_stdout_of(_frame(1, b"y" * (EXEC_OUTPUT_BYTES + 10)))) == EXEC_OUTPUT_BYTES
+
+
+def test_a_hung_exec_is_explained_once_and_not_tried_again():
+    from grader.diagnosis import ContainerInspector
+
+    inspector = ContainerInspector(container=None)  # type: ignore[arg-type]
+    assert inspector.unavailable == ""
+    inspector.hung = ("cat /proc/net/tcp", 7.95)
+    assert inspector.unavailable == (
+        "the grader could not look inside the container: `docker exec ... /bin/sh -c "
+        "'cat /proc/net/tcp'` did not finish within 8 s (is /bin/sh a working shell?)"
+    )
+    assert inspector.listeners() is None and inspector.processes() is None  # no engine call
