@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import docker
 import docker.errors
 import pytest
+import requests
 
 from grader import __version__
 from grader.accuracy import training_curve
@@ -56,9 +57,11 @@ from grader.progress import BOARD_KEY, Progress
 from grader.reports import summary_lines, write_reports, write_results
 from grader.results import (
     CheckResult,
+    Flag,
     GradingReport,
     Status,
     SubmissionResult,
+    WrongDigit,
     submission_from_json,
     submission_to_json,
 )
@@ -69,6 +72,7 @@ from grader.settings import Settings
 from grader.standins import BASE_IMAGE
 from grader.submission import Submission, discover, load_submission, slugify
 from grader.verdicts import gpu_use_verdict, review
+from grader.watchdog import Budget, Watchdog, check_budget
 
 CHECK_MARKER = "check"
 
@@ -429,6 +433,9 @@ class SubmissionGrading:
 
     def server(self) -> Server:
         __tracebackhide__ = True
+        stopped_in = self.session.stopped.get(self.intake.id)
+        if stopped_in is not None:
+            pytest.skip(f"skipped: the server was stopped when {stopped_in} ran out of time")
         self._require(self.serving_build(), "inference")
         server = self.grader.server(self.submission)
         self.result.measurements["serve_device"] = describe_device(self.grader.gpus)
@@ -474,6 +481,7 @@ class GradingSession:
         self.gpus = gpus
         self.gpu_ids: tuple[str, ...] = ()  # chosen by the controller, shared with workers
         self.started: dict[str, float] = {}
+        self.stopped: dict[str, str] = {}  # submission id -> the check whose deadline stopped it
         self.unavailable: dict[
             str, list[str]
         ] = {}  # base image -> every source tried  # submission id -> when its first check began
@@ -761,6 +769,79 @@ class GradingSession:
                 self._say(f"cleaning up after {current} failed: {error}")
         item.stash[_finished_key] = True
 
+    # --- deadlines -----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Iterator[object]:
+        """Run a check under its deadline (check_seconds, or what is left of submission_seconds).
+
+        Passing it while the check still runs stops the submission's containers, so that a build,
+        training run, exec or HTTP call it is blocked in returns; the check then fails naming the
+        limit, whatever it raised on the way out.
+        """
+        intake_id = _intake_id(pyfuncitem)
+        marker = pyfuncitem.get_closest_marker(CHECK_MARKER)
+        if intake_id is None or marker is None or self._grader is None:
+            return (yield)
+        limits = self.profile.limits
+        started = self.started.setdefault(intake_id, time.monotonic())
+        budget = check_budget(
+            limits.check_seconds, limits.submission_seconds, time.monotonic() - started
+        )
+        if budget.seconds <= 0:  # the check fails at once, saying so (SubmissionGrading)
+            return (yield)
+        intake = self.intakes[intake_id]
+        check_id = str(marker.args[0])
+        result = self.result_for(intake)
+        measured = (
+            dict(result.measurements),
+            list(result.integrity_flags),
+            list(result.wrong_digits),
+        )
+        watchdog = Watchdog(budget.seconds, lambda: self._stop_containers(intake, check_id))
+        watchdog.start()
+        try:
+            outcome = yield
+        except (KeyboardInterrupt, SystemExit):
+            watchdog.disarm()
+            raise
+        except BaseException:
+            if not watchdog.disarm():
+                raise
+            self._forget_partial(result, check_id, measured)
+            _ran_out(watchdog, budget)
+        if watchdog.disarm():
+            self._forget_partial(result, check_id, measured)
+            _ran_out(watchdog, budget)
+        return outcome
+
+    @staticmethod
+    def _forget_partial(
+        result: SubmissionResult,
+        check_id: str,
+        measured: tuple[dict[str, Any], list[Flag], list[WrongDigit]],
+    ) -> None:
+        """What a stopped check measured is partial (say, accuracy over the digits answered
+        before the stop): it is left out, and so are flags drawn from it."""
+        result.measurements, result.integrity_flags, result.wrong_digits = measured
+        result.note(f"{check_id} was stopped at its time limit; what it had measured is left out")
+
+    def _stop_containers(self, intake: Intake, check_id: str) -> str | None:
+        """Kill the submission's running containers; None, or why the engine could not."""
+        self.stopped[intake.id] = check_id
+        if intake.submission is None:
+            return None
+        selector = {
+            "label": [f"{RUN_LABEL}={self.run_id}", f"{SUBMISSION_LABEL}={intake.submission.id}"]
+        }
+        try:
+            for container in self.grader.client.containers.list(filters=selector):
+                with contextlib.suppress(docker.errors.APIError):  # it may have exited
+                    container.kill()
+        except (docker.errors.DockerException, requests.RequestException) as error:
+            return str(error)
+        return None
+
     # --- results -------------------------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True)
@@ -851,6 +932,30 @@ WORKERS_KEY = "lab5_grader_workers"
 GPUS_KEY = "lab5_grader_gpus"
 UNAVAILABLE_KEY = "lab5_grader_unavailable_images"
 SEED_KEY = "lab5_grader_seed"
+
+
+class ContainersNotStopped(Exception):
+    """A check ran out of time and the engine did not stop the submission's containers."""
+
+
+def _ran_out(watchdog: Watchdog, budget: Budget) -> NoReturn:
+    __tracebackhide__ = True
+    if watchdog.stop_problem is not None:
+        raise ContainersNotStopped(
+            f"the check ran past {budget.limit} ({budget.limit_seconds:g} s) and the Docker "
+            f"engine did not stop the submission's containers: {watchdog.stop_problem}"
+        ) from None
+    if budget.limit == "check_seconds":
+        fail_check(
+            f"this check did not finish within {budget.limit_seconds:g} s (limit check_seconds) "
+            "and was stopped, with the submission's containers; what it waited on (a build, the "
+            "training, the server's answers) must finish well within that"
+        )
+    fail_check(
+        f"the submission used up its {budget.limit_seconds:g} s (limit submission_seconds) during "
+        "this check, which was stopped with the submission's containers; the checks left were "
+        "not run"
+    )
 
 
 def _intake_id(item: pytest.Item) -> str | None:
