@@ -20,7 +20,7 @@ from grader.torchserve import AnswerTooLarge, DeadlineExceeded, TorchServeAPI, b
 from grader.waiting import Deadline, NotReady, Probe, wait_for
 from grader.watchdog import Watchdog, check_budget
 
-SLACK_S = 0.6  # scheduling on a busy machine; a per-read timeout would overrun by far more
+SLACK_S = 1.5  # scheduling on a busy machine; each server below would hold a call 10 s or more
 
 Behaviour = Callable[[socket.socket], None]
 
@@ -116,7 +116,7 @@ def test_a_status_line_trickled_a_byte_at_a_time_ends_at_the_deadline():
     assert isinstance(error, DeadlineExceeded)
     assert isinstance(error, requests.Timeout)  # callers that catch requests' errors still do
     assert 1.5 <= took < 1.5 + SLACK_S
-    assert 4 <= error.received <= 10  # about one byte per 0.2 s
+    assert 1 <= error.received <= 9  # about one byte per 0.2 s, fewer when the host is busy
     assert str(error) == (
         f"GET /ping got no complete answer within 1.5 s (the server had sent {error.received} "
         "bytes of it)"
