@@ -9,6 +9,7 @@ import unicodedata
 import pytest
 
 from grader.inert import spreadsheet_safe, terminal_safe
+from grader.plugin import CheckFailure
 from grader.progress import Progress
 from grader.reports import gradebook_csv, summary_lines
 from grader.results import CheckResult, GradingReport
@@ -114,3 +115,10 @@ def test_progress_lines_and_board_are_inert():
     for text in [*rows, *said]:
         assert _controls(text) == [] and "\u202e" not in text, repr(text)
     assert "eve" in rows[0] and "eve" in said[-1]
+
+
+def test_a_failed_checks_message_is_inert_on_the_terminal_and_whole_in_reports():
+    raw = f"The command '/bin/sh -c echo {ESC}]0;pwned{chr(7)}' returned a non-zero code: 1"
+    failure = CheckFailure(raw, "log")
+    assert failure.msg == "The command '/bin/sh -c echo ' returned a non-zero code: 1"
+    assert failure.message == raw  # results.json and the reports keep what happened
