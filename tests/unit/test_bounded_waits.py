@@ -386,3 +386,29 @@ def test_a_hung_exec_is_explained_once_and_not_tried_again():
         "'cat /proc/net/tcp'` did not finish within 8 s (is /bin/sh a working shell?)"
     )
     assert inspector.listeners() is None and inspector.processes() is None  # no engine call
+
+
+def test_a_check_out_of_time_fails_naming_the_limit_unless_the_engine_could_not_stop_it():
+    from grader.plugin import CheckFailure, ContainersNotStopped, _ran_out, classify_exception
+
+    watchdog = Watchdog(1, lambda: None)
+    with pytest.raises(CheckFailure) as raised:
+        _ran_out(watchdog, check_budget(30, 2400, used_s=100))
+    assert raised.value.msg.startswith(
+        "this check did not finish within 30 s (limit check_seconds) and was stopped, with the "
+        "submission's containers; "
+    )
+    with pytest.raises(CheckFailure) as raised:
+        _ran_out(watchdog, check_budget(30, 100, used_s=90))
+    assert raised.value.msg.startswith(
+        "the submission used up its 100 s (limit submission_seconds) during this check, which "
+        "was stopped with the submission's containers; the checks left were not run"
+    )
+    watchdog.stop_problem = "Cannot connect to the Docker daemon"
+    with pytest.raises(ContainersNotStopped) as refused:
+        _ran_out(watchdog, check_budget(30, 2400, used_s=0))
+    status, message, _ = classify_exception(refused.value)
+    assert status == "error"  # the engine's fault, not the student's
+    assert message.startswith("infrastructure error: ")
+    assert "ran past check_seconds (30 s)" in message
+    assert "Cannot connect to the Docker daemon" in message
