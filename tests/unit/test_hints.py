@@ -20,7 +20,7 @@ def _result(tmp_path: Path, **checks: tuple[str, str]) -> SubmissionResult:
 
 
 def test_every_hint_speaks_every_language():
-    assert len(CATALOG) == 15
+    assert len(CATALOG) == 16
     for spec in CATALOG:
         assert set(spec.texts) == set(LANGUAGES)
         assert all(text.strip() for text in spec.texts.values())
@@ -118,3 +118,20 @@ def test_an_infrastructure_error_gets_no_advice_to_change_the_submission(tmp_pat
     assert lines[-1].startswith("- [train.build] not your submission's fault")
     assert "run it again" in lines[-1]
     assert check_table(result, "zh")[-1].startswith("- [train.build] 不是提交内容的问题")
+
+
+def test_a_start_script_with_crlf_endings_is_named_and_not_mistaken_for_a_short_lived_server(
+    tmp_path,
+):
+    exited = "the server container exited with code 1 right after it started; ..."
+    # What runc says when a script's #! line ends in a carriage return.
+    (tmp_path / "server.log").write_text("exec ./start.sh: no such file or directory\n")
+    result = _result(tmp_path, serve_ping=("failed", exited))
+    hints = hints_for(result)
+    assert [(h.id, h.check_id) for h in hints] == [("crlf-line-endings", "serve.ping")]
+    assert "CRLF" in hints[0].text and "CRLF" in hints_for(result, "zh")[0].text
+    # Run through bash instead, every line ends in a stray \r.
+    (tmp_path / "server.log").write_text("start.sh: line 3: $'\\r': command not found\n")
+    assert [h.id for h in hints_for(result)] == ["crlf-line-endings", "server-exits"]
+    (tmp_path / "server.log").write_text("Model server started.\n")
+    assert [h.id for h in hints_for(result)] == ["server-exits"]

@@ -1,0 +1,83 @@
+import argparse
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import datasets, transforms
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, 1)
+        self.conv2 = nn.Conv2d(16, 32, 3, 1)
+        self.dropout = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(32 * 5 * 5, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.dropout(torch.flatten(x, 1))
+        x = F.relu(self.fc1(x))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def train(model, loader, optimizer, epoch):
+    model.train()
+    for batch, (data, target) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(data), target)
+        loss.backward()
+        optimizer.step()
+        if batch % 20 == 0:
+            print(
+                f"Train Epoch: {epoch} [{batch * len(data)}/{len(loader.dataset)} "
+                f"({100.0 * batch / len(loader):.0f}%)]\tLoss: {loss.item():.6f}",
+                flush=True,
+            )
+
+
+def test(model, loader):
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for data, target in loader:
+            output = model(data)
+            loss += F.nll_loss(output, target, reduction="sum").item()
+            correct += output.argmax(dim=1).eq(target).sum().item()
+    total = len(loader.dataset)
+    print(
+        f"\nTest set: Average loss: {loss / total:.4f}, "
+        f"Accuracy: {correct}/{total} ({100.0 * correct / total:.0f}%)\n",
+        flush=True,
+    )
+    return correct / total
+
+
+def main():
+    parser = argparse.ArgumentParser(description="PyTorch MNIST")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--save-model", action="store_true", default=True)
+    args = parser.parse_args()
+    torch.manual_seed(1)
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
+    train_set = datasets.MNIST("/data", train=True, download=True, transform=transform)
+    test_set = datasets.MNIST("/data", train=False, download=True, transform=transform)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=1000)
+    model = Net()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    for epoch in range(1, args.epochs + 1):
+        train(model, train_loader, optimizer, epoch)
+        accuracy = test(model, test_loader)
+    if args.save_model:
+        torch.save(model.state_dict(), os.path.join(os.environ["OUTPUT_DIR"], "mnist_cnn.pt"))
+
+
+if __name__ == "__main__":
+    main()
