@@ -142,7 +142,7 @@ def harness_images(client: docker.DockerClient, settings: Settings) -> list[Made
 @dataclass(frozen=True)
 class Pruned:
     removed: list[str]  # tags removed
-    spared: list[str]  # tags left because a live grading run uses them
+    spared: list[str]  # tags left because a grading run that may still be going uses them
 
 
 def prune(client: docker.DockerClient, settings: Settings, standins: bool = False) -> Pruned:

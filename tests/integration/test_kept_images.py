@@ -12,6 +12,7 @@ from grader.engine import connect
 from grader.runs import RunLock, keep_images_of, prune_kept_images, reap_dead_runs
 from grader.settings import Settings
 from grader.standins import BASE_IMAGE
+from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,12 @@ def images(tmp_path: Path):
 
 
 def _tags(client) -> set[str]:
-    return {tag for image in client.images.list() for tag in image.tags}
+    # One listing call: other work on the host may remove images between per-image calls.
+    return {tag for image in client.api.images() for tag in image.get("RepoTags") or []}
+
+
+def _ids(client) -> set[str]:
+    return {image["Id"] for image in client.api.images()}
 
 
 def test_oldest_kept_images_go_first_and_nothing_else_is_touched(images, tmp_path):
@@ -53,9 +59,8 @@ def test_oldest_kept_images_go_first_and_nothing_else_is_touched(images, tmp_pat
     settings = Settings(home=tmp_path / "home", docker_host=None, pull_timeout_s=1)
     for run_id in ("test-kept-old", "test-kept-newer"):
         keep_images_of(settings, run_id)
-    others = {image.id for image in client.images.list()} - {
-        client.images.get(tag).id for tag in tags.values()
-    }
+    # Not the whole host's images (other work changes them): the base they share layers with.
+    others = {client.images.get(BASE_IMAGE).id}
     # The current run's 3 MB and the newer run's 3 MB fit 7 MB; the old run's do not.
     removed = prune_kept_images(client, settings, 7_000_000, "test-kept-current")
     assert removed == [tags["test-kept-old"]]
@@ -63,7 +68,7 @@ def test_oldest_kept_images_go_first_and_nothing_else_is_touched(images, tmp_pat
     assert {tags["test-kept-newer"], tags["test-kept-current"], tags["test-not-kept"]} <= (
         _tags(client)
     )
-    assert others <= {image.id for image in client.images.list()}
+    assert others <= _ids(client)
     # The current run's images stay even over the budget; a run not marked kept is not touched.
     assert prune_kept_images(client, settings, 0, "test-kept-current") == [tags["test-kept-newer"]]
     assert {tags["test-kept-current"], tags["test-not-kept"]} <= _tags(client)
@@ -91,3 +96,26 @@ def test_reaping_removes_only_provably_dead_runs_and_leaves_kept_images(
     assert tags["test-kept-old"] in left  # kept on purpose
     assert tags["test-kept-current"] in left  # alive
     assert tags["test-kept-newer"] in left  # nothing proves it dead: not ours to remove
+
+
+def test_prune_removes_a_dead_runs_images_and_leaves_a_live_ones(images, tmp_path, monkeypatch):
+    client, tags = images
+    # A home and a lock folder of the test's own: the host's other runs are not known here, so
+    # their images are left too (they are not known to have ended).
+    env = {"GRADER_HOME": str(tmp_path / "home"), "GRADER_RUN_LOCKS": str(tmp_path / "locks")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings.from_env()
+    RunLock(settings, "test-not-kept").release()
+    alive = RunLock(settings, "test-kept-current")
+    try:
+        pruned = run_grader("images", "prune", env=env)
+    finally:
+        alive.release()
+    assert pruned.returncode == 0, pruned.stderr
+    assert tags["test-not-kept"] in pruned.stdout.splitlines()[0]
+    assert tags["test-not-kept"] not in _tags(client)
+    left = next(line for line in pruned.stdout.splitlines() if line.startswith("left "))
+    assert "grading runs still going (or not known to have ended) on this host may use" in left
+    for run_id in ("test-kept-current", "test-kept-newer", "test-kept-old"):
+        assert tags[run_id] in left and tags[run_id] in _tags(client)

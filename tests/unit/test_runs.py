@@ -95,3 +95,14 @@ def test_base_images_in_use_are_those_live_runs_said(tmp_path, run_elsewhere):
     ended.kill()
     ended.wait()
     assert images_in_use(mine(tmp_path)) == {"alpine:latest", "pytorch/pytorch:1.13.1"}
+
+
+def test_no_writable_lock_folder_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GRADER_RUN_LOCKS", str(tmp_path / "a-file" / "locks"))
+    with pytest.raises(OSError) as error:
+        RunLock(mine(tmp_path), "20260101-000000-gggggg")
+    assert str(error.value) == (
+        f"no folder for run locks can be written: {tmp_path}/a-file/locks; set GRADER_RUN_LOCKS "
+        "to a folder every grading run on this host can write"
+    )
