@@ -303,8 +303,9 @@ def _images(args: argparse.Namespace) -> int:
         print(f"removed {len(pruned.removed)} image tag(s): {', '.join(pruned.removed) or '-'}")
         if pruned.spared:
             print(
-                f"left {len(pruned.spared)} image tag(s) that grading runs still going on this "
-                f"host use: {', '.join(pruned.spared)}; prune again when they have ended"
+                f"left {len(pruned.spared)} image tag(s) that grading runs still going (or not "
+                f"known to have ended) on this host may use: {', '.join(pruned.spared)}; prune "
+                "again when they have ended"
             )
         return 0
     provider = BaseImageProvider(client, settings, say, _image_sources(args))
