@@ -43,8 +43,9 @@ INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
 # Logged by the handler below when TorchServe loads it: what a handler looking for a way out sees.
 LOOK_AROUND = """
 import json as _json
-with open("/proc/net/route") as _routes:
-    print("WAY-OUT " + _json.dumps(_routes.read().splitlines()[1:]), flush=True)
+with open("/proc/net/route") as _routes, open("/proc/net/if_inet6") as _inet6:
+    _seen = {"routes": _routes.read().splitlines()[1:], "inet6": _inet6.read().splitlines()}
+    print("WAY-OUT " + _json.dumps(_seen), flush=True)
 """
 
 
@@ -176,7 +177,10 @@ def test_a_served_example_scores_through_the_forwarder_with_no_way_out(client, t
     log = (reports / "artifacts" / submission / "server.log").read_text()
     seen = [line.split("WAY-OUT ", 1)[1] for line in log.splitlines() if "WAY-OUT " in line]
     assert seen, log[-2000:]
-    table = routes(json.loads(seen[0]))
+    looked = json.loads(seen[0])
+    table = routes(looked["routes"])
+    # No IPv6 either: the host's side of the bridge has a link-local address, the server none.
+    assert [line for line in looked["inet6"] if line.split()[-1] != "lo"] == []
     host_ips = {address.ip for _, address in watcher.host}
     gateway = ipaddress.IPv4Address(network["IPAM"]["Config"][0]["Gateway"])
     assert (("eth0", subnet, ipaddress.IPv4Address(0))) in table
