@@ -8,6 +8,7 @@ for); the limits are cut to seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,9 @@ LIMITS = {
     "predict_timeout_seconds = 30": f"predict_timeout_seconds = {PREDICT_S}",
     "check_seconds = 1200": f"check_seconds = {CHECK_S}",
 }
-SLACK_S = 12  # server start-up on a shared engine, plus the last call of a wait
+# serve.ping includes starting the server (up to ~10 s on a saturated shared engine) and a wait
+# may overrun by its last call; without these deadlines each case below takes minutes or hangs.
+SLACK_S = 20
 
 # Answers /ping and the management API like TorchServe; `mode` makes one part of it hostile.
 SERVER = """\
@@ -93,9 +96,10 @@ def _serving(mode: str) -> str:
 
 
 # /bin/sh replaced by a program that never ends: every `docker exec ... sh -c` hangs.
+HUNG = "sleep 3607"
 HANGING_SHELL = (
     f"FROM {CUDA_BASE}\n"
-    'RUN ["/bin/bash", "-c", "printf \'#!/bin/bash\\\\nexec sleep 3600\\\\n\' > /bin/sh.new '
+    'RUN ["/bin/bash", "-c", "printf \'#!/bin/bash\\\\nexec sleep 3607\\\\n\' > /bin/sh.new '
     '&& chmod 755 /bin/sh.new && mv -f /bin/sh.new /bin/sh"]\n'
     'CMD ["sleep", "infinity"]\n'
 )
@@ -219,8 +223,19 @@ def test_the_waits_took_their_limit_and_no_longer(graded):
     assert "serve.heldout_accuracy was stopped at its time limit" in " ".join(slow["notes"])
 
 
+def _processes_running(command: str) -> list[Path]:
+    """Host processes whose command line is `command` (containers' processes included)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if cmdline.read_bytes().replace(b"\0", b" ").strip() == command.encode():
+                found.append(cmdline)
+    return found
+
+
 def test_the_batch_completed_and_nothing_is_left(graded, junit_schema):
     results, folder, _, _ = graded
+    assert _processes_running(HUNG) == []  # the hung execs went with their container
     assert set(results["submissions"]) == set(CASES)
     junit_schema((folder / "reports" / "junit.xml").read_text())
     client = connect()
