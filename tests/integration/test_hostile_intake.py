@@ -83,6 +83,19 @@ def _hand_ins(batch: Path, host: Path) -> None:
         },
     )
     (batch / "sample-link-named" / "serve" / "digit_7.png").symlink_to(host / "digit_7.png")
+    # Special files: a pipe as the Dockerfile of one half; an endless .dockerignore and a link
+    # to a host folder in the other, which `COPY . /app` takes as a link, as docker does.
+    write_files(
+        batch / "special-files",
+        {
+            "serve/Dockerfile": f'FROM {CUDA_BASE}\nCOPY . /app\nCMD ["true"]\n',
+            "serve/mnist_cnn.pt": "committed weights",
+        },
+    )
+    (batch / "special-files" / "train").mkdir()
+    os.mkfifo(batch / "special-files" / "train" / "Dockerfile")
+    (batch / "special-files" / "serve" / ".dockerignore").symlink_to("/dev/zero")
+    (batch / "special-files" / "serve" / "etc").symlink_to("/etc")
     # The lab repository's own flat layout, with a report screenshot next to the digit.
     lab = batch / "lab-layout"
     lab.mkdir()
@@ -166,6 +179,16 @@ def test_a_sample_image_linked_out_is_never_read(graded):
     assert "serve.sample_image: 'digit_7.png' leaves the submission folder" in named["message"]
 
 
+def test_special_files_neither_block_nor_lead_out(graded):
+    submissions, _, _, _ = graded
+    checks = submissions["special-files"]["checks"]
+    assert checks["train.dockerfile"]["status"] == "failed"
+    assert "the training half is missing" in checks["train.dockerfile"]["message"]
+    # built with the link copied as a link, as `docker build` of the folder does
+    assert checks["serve.build"]["status"] == "passed", checks["serve.build"]
+    assert "exited with code 0" in checks["serve.ping"]["message"]
+
+
 def test_the_lab_layout_is_graded_as_the_lab_hands_it_in(graded):
     submissions, _, _, _ = graded
     lab = submissions["lab-layout"]
@@ -224,14 +247,14 @@ def test_a_claimed_student_id_flags_both(graded):
 
 def test_the_batch_completed_and_nothing_outside_the_run_changed(graded, junit_schema):
     submissions, results, folder, before = graded
-    assert len(submissions) == 12
+    assert len(submissions) == 13
     for result in submissions.values():
         assert all(check["status"] != "error" for check in result["checks"].values()), result
     after = _tree(folder)
     outside = {path: kind for path, kind in after.items() if not path.startswith("reports")}
     assert outside == before  # the hand-ins, and the host folder they link to, as they were
     tree = junit_schema((folder / "reports" / "junit.xml").read_text())
-    assert len(tree.findall("testsuite")) == 12
+    assert len(tree.findall("testsuite")) == 13
     client = connect()
     selector = {"label": f"{RUN_LABEL}={results['run_id']}"}
     assert client.containers.list(all=True, filters=selector) == []
