@@ -165,7 +165,8 @@ def copy_tree(source: Path, target: Path, limits: ArchiveLimits = ArchiveLimits(
                 files += 1
                 if files > limits.max_files:
                     raise IntakeRefused(
-                        f"{refuse}: more than {limits.max_files:,} files, folders and links"
+                        f"{refuse}: more than {limits.max_files:,} files, folders and links; "
+                        "leave virtualenvs, datasets and checkpoints out"
                     )
     except _TooBig:
         raise IntakeRefused(

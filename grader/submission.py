@@ -151,6 +151,10 @@ def load_submission(root: Path, default_id: str | None = None) -> Submission:
             data = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ManifestError(f"{manifest_path}: not valid TOML ({error})") from None
+        except RecursionError:
+            raise ManifestError(
+                f"{manifest_path}: nested too deeply to read; a manifest holds a few keys"
+            ) from None
     reader = _ManifestReader(manifest_path, root)
     reader.only_keys(data, "", {"student", "train", "serve"})
     student = reader.section(data, "student", {"id", "name"})

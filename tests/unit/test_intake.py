@@ -295,7 +295,10 @@ def test_a_folder_over_the_limits_is_refused(tmp_path):
     root, _ = _folder(tmp_path)
     with pytest.raises(IntakeRefused) as error:
         stage(root, tmp_path / "run", ArchiveLimits(max_files=4))
-    assert str(error.value) == "alice/: refused, not copied: more than 4 files, folders and links"
+    assert str(error.value) == (
+        "alice/: refused, not copied: more than 4 files, folders and links; leave virtualenvs, "
+        "datasets and checkpoints out"
+    )
     with pytest.raises(IntakeRefused) as again:  # a second look, a parallel worker's, is told so
         stage(root, tmp_path / "run")
     assert str(again.value) == str(error.value)

@@ -346,3 +346,9 @@ def test_a_huge_manifest_is_refused(tmp_path):
     root = make(tmp_path, "# " + "x" * 200_000 + "\n")
     with pytest.raises(ManifestError, match=r"larger than 100 kB; a manifest holds a few keys"):
         load_submission(root)
+
+
+def test_a_deeply_nested_manifest_is_refused(tmp_path):
+    root = make(tmp_path, "a = " + "[" * 40_000 + "]" * 40_000 + "\n")
+    with pytest.raises(ManifestError, match=r"nested too deeply to read; a manifest holds a few"):
+        load_submission(root)
