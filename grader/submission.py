@@ -223,7 +223,7 @@ def _half(
         where = "the submission folder" if context == reader.root else f"{Path(name).parent}/"
         preferred = f" (preferred over {', '.join(passed_over)})" if passed_over else ""
         warnings.append(
-            f"no {half}/ folder: the {HALF_NAMES[half]} image is built from {name}{preferred} "
+            f"no {half}/Dockerfile: the {HALF_NAMES[half]} image is built from {name}{preferred} "
             f"with {where} as build context; set {dockerfile_key} in {MANIFEST} to choose "
             "another file"
         )

@@ -132,6 +132,7 @@ def test_the_lab_layout_builds_both_halves_from_the_folder_itself(tmp_path):
         in notes
     )
     assert "with the submission folder as build context" in notes
+    assert notes.startswith("no train/Dockerfile: the training image is built from")
 
 
 def test_the_lab_layout_with_cpu_files_only(tmp_path):
