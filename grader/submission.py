@@ -219,21 +219,27 @@ def _half(
         return context, context / "Dockerfile"
     name, passed_over = found
     context = reader.inside(str(Path(name).parent), context_key)
+    preferred = f" (preferred over {', '.join(passed_over)})" if passed_over else ""
     if name != f"{half}/Dockerfile":
         where = "the submission folder" if context == reader.root else f"{Path(name).parent}/"
-        preferred = f" (preferred over {', '.join(passed_over)})" if passed_over else ""
         warnings.append(
             f"no {half}/Dockerfile: the {HALF_NAMES[half]} image is built from {name}{preferred} "
             f"with {where} as build context; set {dockerfile_key} in {MANIFEST} to choose "
             "another file"
+        )
+    elif passed_over:
+        warnings.append(
+            f"the {HALF_NAMES[half]} image is built from {name}{preferred}; set "
+            f"{dockerfile_key} in {MANIFEST} to choose another file"
         )
     return context, (reader.root / name).resolve()
 
 
 def _find_dockerfile(root: Path, half: str) -> tuple[str, list[str]] | None:
     """The first rank of `LAYOUTS[half]` holding a Dockerfile: its name and the names it was
-    preferred over; ManifestError when two files of that rank could be meant."""
-    for rank in LAYOUTS[half]:
+    preferred over (of its rank and later ones); ManifestError when two files of that rank
+    could be meant."""
+    for index, rank in enumerate(LAYOUTS[half]):
         found = [
             present
             for names in rank
@@ -246,7 +252,13 @@ def _find_dockerfile(root: Path, half: str) -> tuple[str, list[str]] | None:
                 f'Dockerfile; say which in {MANIFEST}, e.g. [{half}] dockerfile = "{first}"'
             )
         if found:
-            return found[0][0], found[0][1:]
+            later = [
+                name
+                for names in (n for r in LAYOUTS[half][index + 1 :] for n in r)
+                for name in names
+                if _file_inside(root, root / name)
+            ]
+            return found[0][0], found[0][1:] + later
     return None
 
 

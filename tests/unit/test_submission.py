@@ -353,3 +353,17 @@ def test_a_deeply_nested_manifest_is_refused(tmp_path):
     root = make(tmp_path, "a = " + "[" * 40_000 + "]" * 40_000 + "\n")
     with pytest.raises(ManifestError, match=r"nested too deeply to read; a manifest holds a few"):
         load_submission(root)
+
+
+def test_files_of_a_later_rank_are_named_as_not_used(tmp_path):
+    root = make(
+        tmp_path,
+        files=("train/Dockerfile", "Dockerfile.gpu", "train.Dockerfile", "Dockerfile.infer.cpu"),
+    )
+    submission = load_submission(root)
+    assert submission.train.dockerfile == root / "train" / "Dockerfile"
+    assert submission.warnings[0] == (
+        "the training image is built from train/Dockerfile (preferred over Dockerfile.gpu, "
+        "train.Dockerfile); set train.dockerfile in submission.toml to choose another file"
+    )
+    assert len(submission.warnings) == 2  # and the inference image's note
