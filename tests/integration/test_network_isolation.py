@@ -60,8 +60,13 @@ def host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
 
 
 def input_rules(bridge: str) -> list[str]:
-    listing = subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True, text=True)
-    return [line for line in listing.stdout.splitlines() if f"-i {bridge} " in line]
+    return firewall_rules(bridge, "INPUT")
+
+
+def firewall_rules(bridge: str, *chain: str) -> list[str]:
+    """The rules (of one chain, or all) that name `bridge` as interface."""
+    listing = subprocess.run(["iptables", "-w", "-S", *chain], capture_output=True, text=True)
+    return [line for line in listing.stdout.splitlines() if f" {bridge} " in f"{line} "]
 
 
 def routes(lines: list[str]) -> list[tuple[str, ipaddress.IPv4Network, ipaddress.IPv4Address]]:
@@ -91,6 +96,7 @@ class Watcher(threading.Thread):
         self.forwarder: dict | None = None
         self.forwarder_networks: dict[str, dict] = {}
         self.host: list[tuple[str, ipaddress.IPv4Interface]] = []
+        self.serve_rules: list[str] = []  # the firewall's rules of the server's bridge
         self.build_rules: dict[str, list[str]] = {}  # build bridge -> its INPUT rules seen
         self.failures: list[str] = []
 
@@ -108,6 +114,8 @@ class Watcher(threading.Thread):
                         self.serve = container.attrs
                         self.serve_networks = self._networks(container.attrs)
                         self.host = host_addresses()
+                        for network in self.serve_networks.values():
+                            self.serve_rules += firewall_rules("br-" + network["Id"][:12])
                     elif role == "forwarder" and self.forwarder is None:
                         self.forwarder = container.attrs
                         self.forwarder_networks = self._networks(container.attrs)
@@ -171,6 +179,9 @@ def test_a_served_example_scores_through_the_forwarder_with_no_way_out(client, t
     assert all(interface != bridge for interface, _ in watcher.host), watcher.host
     assert not [(i, a) for i, a in watcher.host if a.ip in subnet or subnet.overlaps(a.network)]
     assert watcher.serve["HostConfig"]["PortBindings"] in ({}, None)  # nothing of its own
+    # The engine's rules for internal networks: what leaves the subnet is dropped.
+    assert f"-A DOCKER-ISOLATION-STAGE-1 ! -d {subnet} -i {bridge} -j DROP" in watcher.serve_rules
+    assert f"-A DOCKER-ISOLATION-STAGE-1 ! -s {subnet} -o {bridge} -j DROP" in watcher.serve_rules
 
     # What the handler saw from inside: its subnet, and at most a default route through the
     # network's gateway address, which nobody holds (the bridge has no address on the host).
