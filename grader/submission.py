@@ -90,18 +90,27 @@ def slugify(text: str) -> str:
 
 
 def is_submission_dir(path: Path) -> bool:
-    """A folder with a manifest, `train/` or `serve/`, or a Dockerfile of a known layout."""
-    if not path.is_dir():
-        return False
-    if any((path / name).exists() for name in (MANIFEST, "train", "serve")):
+    """A folder with a manifest, `train/` or `serve/`, or a Dockerfile of a known layout.
+
+    A folder that cannot be looked into counts: intake then refuses it with the reason, rather
+    than a hand-in going missing from the results without a word.
+    """
+    try:
+        if not path.is_dir():
+            return False
+        if any((path / name).exists() for name in (MANIFEST, "train", "serve")):
+            return True
+        return any(
+            (path / name).is_file()
+            for ranks in LAYOUTS.values()
+            for rank in ranks
+            for names in rank
+            for name in names
+        )
+    except PermissionError:
         return True
-    return any(
-        (path / name).is_file()
-        for ranks in LAYOUTS.values()
-        for rank in ranks
-        for names in rank
-        for name in names
-    )
+    except OSError:
+        return False
 
 
 def discover(paths: list[Path]) -> list[Path]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from grader.errors import ManifestError
@@ -367,3 +369,32 @@ def test_files_of_a_later_rank_are_named_as_not_used(tmp_path):
         "train.Dockerfile); set train.dockerfile in submission.toml to choose another file"
     )
     assert len(submission.warnings) == 2  # and the inference image's note
+
+
+def test_a_folder_that_cannot_be_looked_into_is_found_and_then_refused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from grader.intake import IntakeRefused, stage
+
+    batch = tmp_path / "batch"
+    locked = make(batch)
+    real_exists = Path.exists
+
+    def exists(self, *args, **kwargs):
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    assert discover([batch]) == [locked.resolve()]
+    monkeypatch.undo()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if not isinstance(path, int) and Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(IntakeRefused, match=r"2023999/: refused, not copied: Permission denied"):
+        stage(locked, tmp_path / "run")
