@@ -123,11 +123,14 @@ def discover(paths: list[Path]) -> list[Path]:
         if is_submission_dir(path) or is_archive(path):
             found.append(path.resolve())
             continue
-        children = (
-            sorted(p for p in path.iterdir() if is_submission_dir(p) or is_archive(p))
-            if path.is_dir()
-            else []
-        )
+        try:
+            children = (
+                sorted(p for p in path.iterdir() if is_submission_dir(p) or is_archive(p))
+                if path.is_dir()
+                else []
+            )
+        except OSError as error:
+            raise ManifestError(f"{path}: cannot be read ({error.strerror or error})") from None
         if not children:
             raise ManifestError(
                 f"{path}: not a submission (no {MANIFEST}, train/ or serve/, no Dockerfile.gpu "

@@ -398,3 +398,15 @@ def test_a_folder_that_cannot_be_looked_into_is_found_and_then_refused(tmp_path,
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(IntakeRefused, match=r"2023999/: refused, not copied: Permission denied"):
         stage(locked, tmp_path / "run")
+
+
+def test_a_batch_folder_that_cannot_be_read_is_a_clear_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def iterdir(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(ManifestError) as raised:
+        discover([tmp_path])
+    assert str(raised.value) == f"{tmp_path}: cannot be read (Permission denied)"
