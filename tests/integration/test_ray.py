@@ -3,8 +3,11 @@ on 127.0.0.1, the workers offering `docker: 1`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.containers import SUBMISSION_LABEL
 from grader.engine import connect
 from tests.cli import ROOT, free_port, run_grader
 from tests.integration.test_grade_examples import EXPECTED
@@ -23,29 +27,50 @@ RAY = str(Path(sys.executable).with_name("ray"))
 QUICK = ["broken-build", "serve-localhost", "serve-wrong-name", "serve-token-auth"]
 
 
-def _ray(*args: str) -> None:
-    done = subprocess.run([RAY, *args, "--disable-usage-stats"], capture_output=True, text=True,
-                          timeout=180)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-
 @pytest.fixture(scope="module")
-def cluster():
-    """The head's address and, per worker node, its node-manager port (to find its raylet)."""
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+def cluster(tmp_path_factory):
+    """The head's address and, per worker node, its node-manager port (to find its raylet).
+
+    Each node is a `ray start --block` of this test's own, stopped by its process id: other
+    Ray clusters on the host (`ray stop` would end them all) are left alone.
+    """
+    logs = tmp_path_factory.mktemp("ray")
+    nodes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> None:
+        log = logs / f"node-{len(nodes)}.log"
+        with open(log, "wb") as output:
+            nodes.append(subprocess.Popen(
+                [RAY, "start", *args, "--block", "--disable-usage-stats"],
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            ))  # fmt: skip
+        deadline = time.monotonic() + 180
+        while b"Ray runtime started" not in log.read_bytes():
+            assert nodes[-1].poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+
     head = f"127.0.0.1:{free_port()}"
-    _ray(
-        "start", "--head", "--node-ip-address", "127.0.0.1", "--port", head.split(":")[1],
-        "--num-cpus", "0", "--resources", '{"docker": 0}', "--include-dashboard", "false",
-    )  # fmt: skip
-    workers = []
-    for _ in range(2):
-        port = free_port()
-        _ray("start", "--address", head, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-             "--resources", '{"docker": 1}', "--node-manager-port", str(port))  # fmt: skip
-        workers.append(port)
-    yield head, workers
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    try:
+        start(
+            "--head", "--node-ip-address", "127.0.0.1", "--port", head.split(":")[1],
+            "--num-cpus", "0", "--resources", '{"docker": 0}', "--include-dashboard", "false",
+        )  # fmt: skip
+        workers = []
+        for _ in range(2):
+            port = free_port()
+            start("--address", head, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+                  "--resources", '{"docker": 1}', "--node-manager-port", str(port))  # fmt: skip
+            workers.append(port)
+        yield head, workers
+    finally:
+        for node in reversed(nodes):  # workers first, then the head
+            with contextlib.suppress(ProcessLookupError):
+                node.terminate()  # `--block` stops the node's processes on SIGTERM
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
 
 
 def _kill_node(node_manager_port: int) -> None:
@@ -92,27 +117,39 @@ def test_the_examples_score_on_ray_as_they_do_locally(cluster, tmp_path):
 
 def test_a_lost_node_costs_only_its_running_submission(cluster, tmp_path):
     head, workers = cluster
-    paths = [str(ROOT / "submissions" / name) for name in QUICK]
+    # Ids of this test's own, so that its containers are told from other batches' on the host.
+    tag = secrets.token_hex(3)
+    ids = {f"{name}-{tag}": name for name in QUICK}
+    paths = []
+    for sid, name in ids.items():
+        shutil.copytree(ROOT / "submissions" / name, tmp_path / "in" / sid)
+        paths.append(str(tmp_path / "in" / sid))
     driver = subprocess.Popen(
         [sys.executable, "-m", "grader", "grade", *paths, "--backend", "ray", "--ray-address",
-         head, "--report-dir", str(tmp_path)],
+         head, "--report-dir", str(tmp_path / "report")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     time.sleep(15)  # both nodes are grading by now
     _kill_node(workers[0])
     output, _ = driver.communicate(timeout=1800)
     assert driver.returncode == 0, output[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())["submissions"]
-    assert sorted(results) == sorted(QUICK)
+    results = json.loads((tmp_path / "report" / "results.json").read_text())["submissions"]
+    assert sorted(results) == sorted(ids)
     assert {sid: r["score"] for sid, r in results.items()} == {
-        sid: EXPECTED[sid][0] for sid in QUICK
+        sid: EXPECTED[name][0] for sid, name in ids.items()
     }
     finished = [line for line in output.splitlines() if line.startswith("[grader] [")]
     assert len(finished) == len(QUICK)  # each graded exactly once
     # The grading on the lost node ended with it and removed its containers.
     deadline = time.monotonic() + 60
-    while connect().containers.list(all=True, filters={"label": "lab5-grader.run"}):
-        assert time.monotonic() < deadline, "containers of the lost node's grading remain"
+    while left := [
+        container
+        for sid in ids
+        for container in connect().containers.list(
+            all=True, filters={"label": f"{SUBMISSION_LABEL}={sid}"}
+        )
+    ]:
+        assert time.monotonic() < deadline, f"containers of the lost node's grading remain: {left}"
         time.sleep(1)
 
 
