@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from grader.containers import RUN_LABEL
 from grader.dataset import load_dataset
+from grader.engine import connect
 from grader.rubric import DEFAULT_RUBRIC
 from grader.serving import png
 from grader.settings import Settings
@@ -290,3 +292,17 @@ def test_the_penalty_withholds_points_and_a_cleared_flag_stays_cleared(batch):
     again = grade(*args, "--rubric", str(rubric))
     assert again["submissions"]["foreign-weights"]["score"] == before
     assert again["submissions"]["foreign-weights"]["integrity_flags"][0]["cleared"] is True
+
+
+def test_the_batch_completed_and_left_nothing_behind(batch, junit_schema):
+    folder, results, _ = batch
+    assert set(results["submissions"]) == {"lookup-table", "foreign-weights", "2023010001"}
+    reports = folder / "reports"
+    junit_schema((reports / "junit.xml").read_text())
+    assert (reports / "report.html").is_file() and (reports / "gradebook.csv").is_file()
+    client = connect()
+    selector = {"label": f"{RUN_LABEL}={results['run_id']}"}
+    assert client.containers.list(all=True, filters=selector) == []
+    assert client.networks.list(filters=selector) == []
+    assert client.images.list(filters=selector) == []
+    assert not Settings.from_env().run_dir(results["run_id"]).exists()
