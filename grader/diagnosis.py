@@ -76,12 +76,14 @@ class ContainerInspector:
 
     def _run(self, script: str, timeout_s: float | None = None) -> str | None:
         """`sh -c script`'s standard output when it exits 0 within `timeout_s` (at most
-        EXEC_TIMEOUT_S), else None."""
+        EXEC_TIMEOUT_S, or a sixth of `timeout_s` when more), else None."""
         if self.hung is not None:
             return None
-        timeout_s = max(
-            0.1, min(EXEC_TIMEOUT_S if timeout_s is None else timeout_s, EXEC_TIMEOUT_S)
-        )
+        # A look inside during a long wait may take a sixth of what is left of it: on a loaded
+        # host an exec can take longer than EXEC_TIMEOUT_S, and giving up changes the verdict
+        # (a token never read, a loopback-bound server not named).
+        cap = EXEC_TIMEOUT_S if timeout_s is None else max(EXEC_TIMEOUT_S, timeout_s / 6)
+        timeout_s = max(0.1, min(EXEC_TIMEOUT_S if timeout_s is None else timeout_s, cap))
         try:
             code, output = self._exec(script, timeout_s)
         except ExecTimedOut:
