@@ -560,10 +560,23 @@ def _jobs(requested: str, paths: list[str]) -> int:
 def _check_fail_under(args: argparse.Namespace) -> int:
     """EXIT_BELOW_THRESHOLD when a graded submission scored below --fail-under, else 0."""
     results = json.loads((Path(args.report_dir) / "results.json").read_text())
+    # A submission the infrastructure could not grade fully has no score to hold against it.
+    unfinished = {
+        sid
+        for sid, result in results["submissions"].items()
+        if any(check["status"] == "error" for check in result["checks"].values())
+    }
+    if unfinished:
+        print(
+            f"grader: --fail-under {args.fail_under:g} leaves out "
+            f"{terminal_safe(', '.join(sorted(unfinished)))}: "
+            "infrastructure errors, grade again",
+            file=sys.stderr,
+        )
     below = [
         f"{sid} ({result['score']:g}/{result['max_score']:g})"
         for sid, result in results["submissions"].items()
-        if result["score"] < args.fail_under
+        if result["score"] < args.fail_under and sid not in unfinished
     ]
     if below:
         print(

@@ -166,7 +166,7 @@ def summary_lines(report: GradingReport) -> list[str]:
         lost = [
             f"{check.check_id} ({_first_line(check.message)})"
             for check in result.checks.values()
-            if check.status in ("failed", "error")
+            if check.status == "failed"
         ]
         skipped = sum(check.status == "skipped" for check in result.checks.values())
         if skipped:
@@ -174,6 +174,18 @@ def summary_lines(report: GradingReport) -> list[str]:
         score = f"{_points(result.score)}/{_points(result.max_score)}"
         lines.append(f"{sid:<{width}}  {score:>9}  {'; '.join(lost) or '-'}")
         lines.extend(f"{'':<{width}}  {'FLAG':>9}  {terminal_safe(flag)}" for flag in result.flags)
+        lines.extend(
+            f"{'':<{width}}  {'ERROR':>9}  {check.check_id} ({_first_line(check.message)})"
+            for check in result.checks.values()
+            if check.status == "error"
+        )
+    unfinished = [shown[sid] for sid, result in report.submissions.items()
+                  if result.infrastructure_errors]  # fmt: skip
+    if unfinished:
+        lines.append(
+            f"infrastructure errors (not the students'; not counted by --fail-under; grade these "
+            f"again): {', '.join(unfinished)}"
+        )
     return lines
 
 

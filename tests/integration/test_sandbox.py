@@ -101,7 +101,7 @@ def test_root_writes_into_another_users_folder_as_under_plain_docker(client, lab
         "mkdir /home/owned/logs && echo key > /home/owned/key_file.json && echo root-wrote; "
         "setpriv --reuid=1000 --regid=1000 --clear-groups id -u; "
         "su -s /bin/sh -c 'id -u' nobody; "
-        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)\" "
+        'python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)" '
         "2>&1 | tail -n 1; mknod /tmp/dev c 1 3 2>&1 | tail -n 1",
     )
     assert result.exit_code == 0, log

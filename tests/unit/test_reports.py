@@ -95,10 +95,12 @@ def test_summary_lists_what_was_lost(tmp_path):
     assert lines[1].split() == ["alice", "10/10", "-"]
     assert "0/25" in lines[2]
     assert "train.build (COPY failed: file not found" in lines[2]
-    assert "train.model_artifact (the grader could not run this)" in lines[2]
+    assert "train.model_artifact" not in lines[2]  # the harness's error is not a lost point
     assert lines[2].endswith("; 1 later check skipped")
     assert lines[3].split() == ["FLAG", "reported", "accuracy", "0.99", "is", "far", "above",
                                 "the", "measured", "0.10"]  # fmt: skip
+    assert lines[4].split()[:2] == ["ERROR", "train.model_artifact"]
+    assert lines[5].startswith("infrastructure errors") and lines[5].endswith(": bob & <co>")
 
 
 def test_gradebook_parses_back(tmp_path):
