@@ -191,17 +191,22 @@ def test_build_error_is_reported(client, labels, tmp_path):
 
 
 def test_build_time_limit_cancels_the_build(client, labels, tmp_path):
-    before = {c.id for c in client.containers.list(all=True)}
+    marker = f"slow-{time.time_ns()}"  # names this build's step container among the host's
+
+    def step_containers() -> list[str]:
+        return [c["Id"] for c in client.api.containers(all=True) if marker in c["Command"]]
+
     started = time.monotonic()
-    result = build(client, labels, tmp_path, "RUN sleep 600", "lab5-grader/test-build:slow", 4)
+    result = build(client, labels, tmp_path, f"RUN echo {marker} && sleep 600",
+                   "lab5-grader/test-build:slow", 4)  # fmt: skip
     assert time.monotonic() - started < 30
     assert result.timed_out and not result.ok
     assert result.error == "the build did not finish within the limit of 4 s"
     # The engine cancels the build and removes its intermediate container.
     deadline = time.monotonic() + 30
-    while {c.id for c in client.containers.list(all=True)} - before and time.monotonic() < deadline:
+    while step_containers() and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not {c.id for c in client.containers.list(all=True)} - before
+    assert not step_containers()
 
 
 def test_a_failed_build_leaves_no_step_images(client, labels, tmp_path):
