@@ -255,7 +255,9 @@ def test_grading_tells_a_missing_base_image_once_up_front(tmp_path):
 
 def test_load_list_and_prune_touch_only_what_the_harness_provided(tmp_path):
     client = connect()
-    home = {"GRADER_HOME": str(tmp_path / "home")}
+    # A home and run locks of its own: grading runs going on the host would make prune leave
+    # the base images they may use.
+    home = {"GRADER_HOME": str(tmp_path / "home"), "GRADER_RUN_LOCKS": str(tmp_path / "locks")}
     tiny = io.BytesIO()  # an image of one file, like any genuine one (no stand-in label)
     with tarfile.open(fileobj=tiny, mode="w") as rootfs:
         entry = tarfile.TarInfo("hello")
