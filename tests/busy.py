@@ -16,6 +16,7 @@ import docker
 
 from grader.containers import RUN_LABEL, remove_labelled
 from grader.labsteps import ALPINE
+from grader.rubric import DEFAULT_RUBRIC
 
 BUSY_LOOP = "while :; do :; done"
 
@@ -82,3 +83,15 @@ def saturate(client: docker.DockerClient, folder: Path, seconds: int) -> Iterato
             process.wait()
         # The engine cancels a build whose client went away; its image, if any, is ours.
         remove_labelled(client, {RUN_LABEL: run_id})
+
+
+def rubric_with_fewer_hidden_digits(folder: Path, digits: int = 200) -> Path:
+    """The bundled rubric with `digits` hidden digits per run in the offline profile and every
+    limit as it is: the waits are the same, only fewer requests are sent."""
+    text = DEFAULT_RUBRIC.read_text()
+    offline = text.index("[profiles.offline.limits]")
+    line = text.index("heldout_digits = ", offline)
+    end = text.index("\n", line)
+    path = folder / "rubric.toml"
+    path.write_text(text[:line] + f"heldout_digits = {digits}" + text[end:])
+    return path

@@ -17,6 +17,7 @@ import pytest
 
 from grader.containers import RUN_LABEL, SUBMISSION_LABEL
 from grader.engine import connect
+from tests.busy import rubric_with_fewer_hidden_digits
 from tests.cli import ROOT, run_grader
 from tests.integration.test_grade_examples import EXPECTED
 
@@ -28,9 +29,10 @@ SUBSET = ["broken-build", "serve-localhost", "serve-bad-model"]
 SEED = "20240117"
 
 
-def _grade(paths: list[str], report_dir: object, seed: list[str]) -> subprocess.Popen[str]:
+def _grade(paths: list[str], report_dir: object, options: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "grader", "grade", *paths, "--report-dir", str(report_dir), *seed],
+        [sys.executable, "-m", "grader", "grade", *paths, "--report-dir", str(report_dir),
+         *options],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -47,7 +49,8 @@ def _containers_of(client, ids):
 def two_runs(tmp_path_factory):
     """Both runs' results, and what was seen while they overlapped."""
     folder = tmp_path_factory.mktemp("twice")
-    seed = ["--seed", SEED] if "--seed" in run_grader("grade", "--help").stdout else []
+    options = ["--seed", SEED] if "--seed" in run_grader("grade", "--help").stdout else []
+    options += ["--rubric", str(rubric_with_fewer_hidden_digits(folder))]
     runs = {}
     for which in ("first", "second"):
         # Ids of this run's own: its containers are told apart from the other run's and the host's.
@@ -57,7 +60,7 @@ def two_runs(tmp_path_factory):
         runs[which] = ids
     client = connect()
     first = _grade([str(folder / "first" / "in" / s) for s in runs["first"]],
-                   folder / "first" / "report", seed)  # fmt: skip
+                   folder / "first" / "report", options)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not (first_containers := _containers_of(client, runs["first"])):
@@ -65,7 +68,7 @@ def two_runs(tmp_path_factory):
             assert time.monotonic() < deadline, "the first run started no container"
             time.sleep(0.5)
         second = _grade([str(folder / "second" / "in" / s) for s in runs["second"]],
-                        folder / "second" / "report", seed)  # fmt: skip
+                        folder / "second" / "report", options)  # fmt: skip
         # Once the second run has a container, it has done its reaping.
         while not _containers_of(client, runs["second"]):
             assert second.poll() is None, second.communicate()[0][-3000:]
