@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -35,6 +36,8 @@ from typing import Any
 from PIL import Image
 
 LABEL = "lab5-oracle"
+# Everything one invocation creates carries this, so that it can remove exactly that.
+RUN = f"{LABEL}.run={uuid.uuid4().hex}"
 CHECKS = (
     "train.dockerfile",
     "train.build",
@@ -238,10 +241,17 @@ def docker(*args: str, timeout: float = 120.0, data: bytes | None = None) -> tup
 
 def build(half: Half, tag: str) -> tuple[bool, str]:
     code, log = docker(
-        "build", "--label", LABEL, "-f", str(half.dockerfile), "-t", tag, str(half.context),
+        "build", "--label", RUN, "-f", str(half.dockerfile), "-t", tag, str(half.context),
         timeout=BUILD_TIMEOUT,
     )  # fmt: skip
     return code == 0, log[-2000:]
+
+
+def remove_leftovers() -> None:
+    for kind, remove in (("ps", "rm"), ("images", "rmi")):
+        _, ids = docker(kind, "-aq", "--filter", f"label={RUN}")
+        if ids.split():
+            docker(remove, "-f", *sorted(set(ids.split())))
 
 
 # --- training ------------------------------------------------------------------------------
@@ -295,7 +305,7 @@ def train(
     name = f"{LABEL}-train-{uuid.uuid4().hex[:12]}"
     try:
         code, log = docker(
-            "run", "--name", name, "--label", LABEL, "--network", "none",
+            "run", "--name", name, "--label", RUN, "--network", "none",
             "-v", f"{visible}:/data:ro", "-v", f"{output}:/output",
             "-e", "MNIST_ROOT=/data", "-e", "OUTPUT_DIR=/output",
             tag, *plan.command,
@@ -493,7 +503,7 @@ def serve(
     server = Server(f"{LABEL}-serve-{uuid.uuid4().hex[:12]}")
     try:
         code, log = docker(
-            "run", "-d", "--name", server.name, "--label", LABEL,
+            "run", "-d", "--name", server.name, "--label", RUN,
             "-p", "127.0.0.1::8080", "-p", "127.0.0.1::8081", "-p", "127.0.0.1::8082", tag,
         )  # fmt: skip
         if code != 0:
@@ -599,9 +609,14 @@ def main(argv: list[str] | None = None) -> int:
             reason = f"oracle error: {type(error).__name__}: {error}"
             return {"checks": {c: {"passed": False, "reason": reason} for c in CHECKS}}
 
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        graded = pool.map(one, args.submissions)
-        results = dict(zip((root.name for root in args.submissions), graded, strict=True))
+    # Stopped early (SIGTERM), it still removes its containers and images.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            graded = pool.map(one, args.submissions)
+            results = dict(zip((root.name for root in args.submissions), graded, strict=True))
+    finally:
+        remove_leftovers()
     json.dump(results, sys.stdout, indent=1)
     return 0
 
