@@ -583,7 +583,10 @@ class GradingSession:
             if reaped:
                 self._say(f"removed what {len(reaped)} interrupted run(s) left behind")
             if self._lock is None:
-                self._lock = RunLock(self.settings, self.run_id)
+                try:
+                    self._lock = RunLock(self.settings, self.run_id)
+                except OSError as error:
+                    raise pytest.UsageError(str(error)) from None
         engine_info = client.info()
         self._grader = Grader(
             client=client,

@@ -92,3 +92,17 @@ def test_a_killed_run_is_reaped_by_the_next_one(tmp_path):
     assert re.search(r"removed what \d+ interrupted run\(s\) left behind", done.stdout)
     assert leftovers(run_id) == []
     assert not (Settings.from_env().home / "runs" / run_id).exists()
+
+
+def test_a_run_that_cannot_lock_says_why_and_grades_nothing(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    locks = tmp_path / "a-file" / "locks"
+    done = run_grader(
+        "grade", str(ROOT / "submissions" / "broken-build"), "--report-dir", str(tmp_path / "r"),
+        env={"GRADER_RUN_LOCKS": str(locks)},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ERROR: cannot start a grading run: no folder for run locks can be written: {locks}; "
+        "set GRADER_RUN_LOCKS to a folder every grading run on this host can write"
+    )
