@@ -55,8 +55,10 @@ CHECKS = (
 BUILD_TIMEOUT = 1200.0
 TRAIN_TIMEOUT = 1200.0
 REQUEST_TIMEOUT = 30.0
-# Once TorchServe says it has started, /ping through the published port must answer soon after.
-AFTER_STARTED = 20.0
+# Once TorchServe says it has bound its ports, a published port that still gets no HTTP answer
+# at all this long after is one it does not listen on (a wrong port or address); any answer,
+# even an unhealthy one, is waited for until the limit.
+AFTER_STARTED = 30.0
 IMAGES = (".png", ".jpg", ".jpeg")
 
 
@@ -425,7 +427,9 @@ def wait_healthy(server: Server, seconds: float) -> tuple[bool, str]:
             return False, f"the server container stopped: {server.log()[-1500:]}"
         if started_at is None and "Model server started" in server.log():
             started_at = time.monotonic()
-        if started_at is not None and time.monotonic() - started_at > AFTER_STARTED:
+        if status != 0:
+            started_at = None
+        elif started_at is not None and time.monotonic() - started_at > AFTER_STARTED:
             return False, f"TorchServe started but /ping through the published port gave {last}"
         time.sleep(1)
     return False, f"/ping not Healthy within {seconds:g} s: {last}"
