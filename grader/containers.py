@@ -572,7 +572,7 @@ def remove_labelled(
     `labels`."""
     selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
     removed = 0
-    for container in client.containers.list(all=True, filters=selector):
+    for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
         # NotFound or "removal already in progress": either way it is going.
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)

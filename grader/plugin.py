@@ -838,7 +838,9 @@ class GradingSession:
             "label": [f"{RUN_LABEL}={self.run_id}", f"{SUBMISSION_LABEL}={intake.submission.id}"]
         }
         try:
-            for container in self.grader.client.containers.list(filters=selector):
+            for container in self.grader.client.containers.list(
+                filters=selector, ignore_removed=True
+            ):
                 with contextlib.suppress(docker.errors.APIError):  # it may have exited
                     container.kill()
         except (docker.errors.DockerException, requests.RequestException) as error:

@@ -254,7 +254,7 @@ def _leftovers(client: docker.DockerClient, run_id: str, images: bool) -> bool:
     selector = {"label": f"{RUN_LABEL}={run_id}"}
     with contextlib.suppress(docker.errors.APIError):
         return bool(
-            client.containers.list(all=True, filters=selector)
+            client.containers.list(all=True, filters=selector, ignore_removed=True)
             or client.networks.list(filters=selector)
             or (images and client.images.list(filters=selector))
         )

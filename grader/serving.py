@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -37,6 +38,8 @@ from grader.waiting import Deadline, NotReady, Probe, wait_for
 INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT = 8080, 8081, 8082
 SERVER_PORTS = (INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT)
 LOOK_INSIDE_EVERY_S = 2.0
+# What the runtime prints when a container's command (or its script's interpreter) is missing.
+NOT_EXECUTABLE = re.compile(r"exec [^\n]*: no such file or directory")
 LAST_CALL_S = 0.5  # the least a call gets at the end of a wait: a wait may overrun by this
 READY_LIMIT = "server_ready_seconds"
 INCOMPLETE = "an incomplete answer"
@@ -133,8 +136,17 @@ def exited_outcome(server: Server) -> Outcome | None:
     state = server.running.state()
     if state.get("Status") == "running":
         return None
+    log = server.running.log_tail()
+    not_executable = NOT_EXECUTABLE.search(log)
     if state.get("OOMKilled"):
         advice = "it was killed for exceeding its memory limit"
+    elif not_executable:
+        advice = (
+            f"its command could not be executed ({not_executable.group(0).strip()}): the file, "
+            "or the interpreter its #! line names, does not exist in the image; a script saved "
+            "with Windows (CRLF) line endings names an interpreter such as `/bin/sh\\r`, so "
+            "save it with LF line endings"
+        )
     else:
         advice = (
             "a container stops when its main process ends: run TorchServe in the foreground "
@@ -145,7 +157,7 @@ def exited_outcome(server: Server) -> Outcome | None:
         False,
         f"the server container exited with code {state.get('ExitCode')} right after it started; "
         f"{advice}",
-        server.running.log_tail(),
+        log,
     )
 
 
@@ -172,15 +184,27 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
     api = server.api
     deadline = Deadline(timeout_s)
     last_look = [0.0]
+    elsewhere_seen: list[tuple[int, ...]] = []
 
-    def loopback_listener() -> Listener | None:
-        """A server bound to 127.0.0.1 inside stays unreachable: no need to wait it out."""
+    def unreachable_for_good() -> Listener | tuple[int, ...] | None:
+        """What inside the container shows the inference API will stay unreachable: a listener
+        on 127.0.0.1 only, or (seen in two looks in a row) TorchServe's management or metrics
+        port listening while nothing listens on the inference port. TorchServe binds its
+        inference API first, so a later API up without it means the inference API is elsewhere.
+        No need to wait either out."""
         if time.monotonic() - last_look[0] < LOOK_INSIDE_EVERY_S:
             return None
         last_look[0] = time.monotonic()
         listeners = server.inspector.listeners(deadline.left()) or []
         on_port = [entry for entry in listeners if entry.port == INFERENCE_PORT]
-        return on_port[0] if on_port and all(entry.loopback_only for entry in on_port) else None
+        if on_port:
+            elsewhere_seen.clear()
+            return on_port[0] if all(entry.loopback_only for entry in on_port) else None
+        if not any(entry.port in (MANAGEMENT_PORT, METRICS_PORT) for entry in listeners):
+            elsewhere_seen.clear()
+            return None
+        elsewhere_seen.append(tuple(sorted({entry.port for entry in listeners})))
+        return elsewhere_seen[-1] if len(elsewhere_seen) >= 2 else None
 
     def probe() -> Probe:
         if server.running.state().get("Status") != "running":
@@ -190,9 +214,9 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         except DeadlineExceeded as error:
             return Probe(seen=f"{INCOMPLETE}: {error}")
         except requests.RequestException as error:
-            listener = loopback_listener()
-            if listener is not None:
-                return Probe(done=True, value=listener)
+            found = unreachable_for_good()
+            if found is not None:
+                return Probe(done=True, value=found)
             return Probe(seen=f"no HTTP answer ({type(error).__name__})")
         if is_token_error(response):
             if _use_token(server, deadline):
@@ -224,6 +248,15 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
             False,
             f"TorchServe listens on {outcome.address}:{INFERENCE_PORT} inside the container, "
             f"which the published port cannot reach, so GET {url} gets no answer; {BIND_ADVICE}",
+            server.running.log_tail(),
+        )
+    if isinstance(outcome, tuple):
+        ports = ", ".join(str(port) for port in outcome)
+        return Outcome(
+            False,
+            f"nothing listens on port {INFERENCE_PORT} inside the container while the server "
+            f"listens on {ports}: the inference API is on another port, so GET {url} gets no "
+            f"answer; {BIND_ADVICE}",
             server.running.log_tail(),
         )
     if outcome == "exited":

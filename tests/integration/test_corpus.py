@@ -116,3 +116,16 @@ def test_the_crlf_entrypoint_gets_the_crlf_hint(graded):
     hints = hints_for(result, "en")
     assert [hint.id for hint in hints] == ["crlf-line-endings"]
     assert "CRLF" in hints[0].text
+
+
+def test_servers_that_stay_unreachable_are_told_why_without_waiting_out_the_limit(graded):
+    harness, _ = graded
+    ready_limit = tomllib.loads(RUBRIC.read_text())["profiles"]["offline"]["limits"][
+        "server_ready_seconds"
+    ]
+    wrong_port = harness["serve-wrong-port"]["checks"]["serve.ping"]
+    assert wrong_port["status"] == "failed"
+    assert "8000" in wrong_port["message"] and "another port" in wrong_port["message"]
+    assert wrong_port["duration_s"] < ready_limit / 2
+    crlf = harness["serve-crlf-entrypoint"]["checks"]["serve.ping"]
+    assert "CRLF" in crlf["message"] and "could not be executed" in crlf["message"]
