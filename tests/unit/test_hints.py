@@ -20,7 +20,7 @@ def _result(tmp_path: Path, **checks: tuple[str, str]) -> SubmissionResult:
 
 
 def test_every_hint_speaks_every_language():
-    assert len(CATALOG) == 16
+    assert len(CATALOG) == 17
     for spec in CATALOG:
         assert set(spec.texts) == set(LANGUAGES)
         assert all(text.strip() for text in spec.texts.values())
@@ -135,3 +135,18 @@ def test_a_start_script_with_crlf_endings_is_named_and_not_mistaken_for_a_short_
     assert [h.id for h in hints_for(result)] == ["crlf-line-endings", "server-exits"]
     (tmp_path / "server.log").write_text("Model server started.\n")
     assert [h.id for h in hints_for(result)] == ["server-exits"]
+
+
+def test_an_inference_api_on_another_port_is_told_to_move_to_8080(tmp_path):
+    # Seen in the server's log alone (the message may say something else) and in the message.
+    result = _result(tmp_path, serve_ping=("failed", "GET /ping did not answer"))
+    (tmp_path / "server.log").write_text("Inference address: http://0.0.0.0:8000\n")
+    result.checks["serve.ping"].log_excerpt = "Inference address: http://0.0.0.0:8000"
+    assert [h.id for h in hints_for(result)] == ["server-wrong-port"]
+    (tmp_path / "elsewhere").mkdir()
+    right = _result(tmp_path / "elsewhere", serve_ping=("failed", "GET /ping did not answer"))
+    right.checks["serve.ping"].log_excerpt = "Inference address: http://0.0.0.0:8080"
+    assert [h.id for h in hints_for(right)] == []
+    told = _result(tmp_path, serve_ping=("failed", "the inference API is on another port, so"))
+    hints = hints_for(told, "zh")
+    assert [h.id for h in hints] == ["server-wrong-port"] and "8080" in hints[0].text
