@@ -107,15 +107,24 @@ def test_the_harness_scores_what_the_corpus_readme_says(graded):
     assert scores == {name: score for name, (score, _) in corpus_table().items()}
 
 
-def test_the_crlf_entrypoint_gets_the_crlf_hint(graded):
+@pytest.mark.parametrize(
+    ("entry", "hint", "phrase"),
+    [
+        ("serve-crlf-entrypoint", "crlf-line-endings", "CRLF"),
+        ("serve-wrong-port", "server-wrong-port", "8080"),
+        ("serve-loopback-bind", "server-loopback", "0.0.0.0"),
+    ],
+)
+def test_broken_entries_get_the_hint_that_explains_them(graded, entry, hint, phrase):
     from grader.hints import hints_for
     from grader.results import submission_from_json
 
     harness, _ = graded
-    result = submission_from_json(harness["serve-crlf-entrypoint"])
-    hints = hints_for(result, "en")
-    assert [hint.id for hint in hints] == ["crlf-line-endings"]
-    assert "CRLF" in hints[0].text
+    result = submission_from_json(harness[entry])
+    for language in ("en", "zh"):
+        hints = hints_for(result, language)
+        assert [found.id for found in hints] == [hint]
+        assert phrase in hints[0].text
 
 
 def test_servers_that_stay_unreachable_are_told_why_without_waiting_out_the_limit(graded):

@@ -69,6 +69,8 @@ SUBMISSIONS = {
 CATALOG_TEXTS = {spec.id: spec.texts for spec in CATALOG}
 # Hints the bundled examples show (tests/integration/test_grade_examples.py).
 BUNDLED_EXAMPLE_HINTS = {"copy-missing", "server-loopback", "token-auth", "model-name"}
+# Shown on corpus entries, asserted by tests/integration/test_corpus.py.
+CORPUS_HINTS = {"crlf-line-endings", "server-wrong-port"}
 
 SERVE_VARIANTS = {
     # `torchserve --start` alone returns at once, and the container ends with it.
@@ -222,7 +224,7 @@ def test_hints(graded, submission_id):
 
 
 def test_every_hint_is_shown_by_some_submission():
-    shown = {hint for ids in HINTS.values() for hint in ids} | BUNDLED_EXAMPLE_HINTS
+    shown = {hint for ids in HINTS.values() for hint in ids} | BUNDLED_EXAMPLE_HINTS | CORPUS_HINTS
     assert shown == set(CATALOG_TEXTS)
 
 
