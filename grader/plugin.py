@@ -344,9 +344,15 @@ class SubmissionGrading:
             dockerfile = read_dockerfile(spec.dockerfile, submission.shown(spec.dockerfile))
         except DockerfileError as error:
             if not spec.dockerfile.exists():
+                lab_names = (
+                    "Dockerfile.gpu or Dockerfile.cpu"
+                    if half == "train"
+                    else "Dockerfile.infer.gpu or Dockerfile.infer.cpu"
+                )
                 fail_check(
                     f"{error}: the {what} half is missing; put its Dockerfile at "
-                    f"{half}/Dockerfile or set {half}.context and {half}.dockerfile in "
+                    f"{half}/Dockerfile, or name it {lab_names} at the top of the hand-in as the "
+                    f"lab's repository does, or set {half}.context and {half}.dockerfile in "
                     "submission.toml"
                 )
             fail_check(str(error))

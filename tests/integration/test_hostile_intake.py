@@ -184,6 +184,7 @@ def test_special_files_neither_block_nor_lead_out(graded):
     checks = submissions["special-files"]["checks"]
     assert checks["train.dockerfile"]["status"] == "failed"
     assert "the training half is missing" in checks["train.dockerfile"]["message"]
+    assert "Dockerfile.gpu or Dockerfile.cpu" in checks["train.dockerfile"]["message"]
     # built with the link copied as a link, as `docker build` of the folder does
     assert checks["serve.build"]["status"] == "passed", checks["serve.build"]
     assert "exited with code 0" in checks["serve.ping"]["message"]
