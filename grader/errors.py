@@ -46,3 +46,7 @@ class BaseImageUnavailable(GraderError):
 
 class ConfigError(GraderError):
     """The grader's configuration file or its command-line settings are invalid."""
+
+
+class EngineFault(GraderError):
+    """The Docker engine failed in a way no submission can cause: an infrastructure error."""

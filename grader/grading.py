@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -41,7 +42,7 @@ from grader.containers import (
 )
 from grader.dataset import Dataset
 from grader.dockerfile import read_dockerfile
-from grader.errors import BaseImageUnavailable, DockerfileError
+from grader.errors import BaseImageUnavailable, DockerfileError, EngineFault
 from grader.gpus import torch_sees_cuda
 from grader.labsteps import ALPINE, StepResult, interactive_session, run_listing
 from grader.outputs import OutputFolder, copy_capped
@@ -163,6 +164,7 @@ class Grader:
     _builds: dict[tuple[str, str], ImageBuild] = field(default_factory=dict)
     _runs: dict[str, TrainingRun] = field(default_factory=dict)
     _train_failures: dict[str, Exception] = field(default_factory=dict)
+    _build_faults: dict[tuple[str, str], EngineFault] = field(default_factory=dict)
     _told: set[str] = field(default_factory=set)  # notes about the host, said once
     _servers: dict[str, Server] = field(default_factory=dict)
     _waits: dict[tuple[str, str], Outcome] = field(default_factory=dict)
@@ -223,7 +225,26 @@ class Grader:
             return ImageBuild(
                 tag, None, bases, problem=f"build context {submission.shown(context)}/ is missing"
             )
-        build = self._build_off_host(
+        fault = self._build_faults.get((submission.id, role))
+        if fault is not None:  # every check of the stage reads the same outcome
+            raise fault
+        for _attempt in range(BUILD_ATTEMPTS):
+            build = self._build_once(submission, role, context, dockerfile_path, tag)
+            if build.ok or not engine_store_race(build.error or ""):
+                return ImageBuild(tag, build, bases, model_origin=model_origin)
+            self.say(f"{submission.id}: the engine lost an image under the {role} build "
+                     f"({build.error}); building again")  # fmt: skip
+        fault = EngineFault(
+            f"the Docker engine lost an image under the {role} build {BUILD_ATTEMPTS} times: "
+            f"{build.error}"
+        )
+        self._build_faults[(submission.id, role)] = fault
+        raise fault
+
+    def _build_once(
+        self, submission: Submission, role: str, context: Path, dockerfile_path: Path, tag: str
+    ) -> BuildResult:
+        return self._build_off_host(
             submission,
             role,
             context=context,
@@ -239,7 +260,6 @@ class Grader:
                 pids=self.profile.limits.pids,
             ),
         )
-        return ImageBuild(tag, build, bases, model_origin=model_origin)
 
     def _build_off_host(self, submission: Submission, role: str, **build: Any) -> BuildResult:
         """`build_image` on the profile's build network: the internet but not this host, or no
@@ -500,6 +520,20 @@ class Grader:
         for submission_id in self._touched:
             labels = {RUN_LABEL: self.run_id, SUBMISSION_LABEL: submission_id}
             remove_labelled(self.client, labels, images=images)
+
+
+# The classic builder's cache shares layers between submissions' builds: when one submission's
+# images are removed while another build takes a cached layer of theirs, the engine can lose the
+# layer under that build. No Dockerfile causes these errors; the build is tried again.
+ENGINE_STORE_RACE = re.compile(  # the engine's own words, at the start of its error
+    r"(failed to get digest sha256:[0-9a-f]+: open /var/lib/docker/|No such image: sha256:)"
+)
+BUILD_ATTEMPTS = 3
+
+
+def engine_store_race(error: str) -> bool:
+    """Whether a build failed because the engine lost an image under it, not for its content."""
+    return ENGINE_STORE_RACE.match(error.strip()) is not None
 
 
 def _copy_out(

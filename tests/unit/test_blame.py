@@ -106,3 +106,24 @@ def test_fail_under_leaves_out_submissions_with_infrastructure_errors(tmp_path, 
     only_alice = report_with(tmp_path, {"alice": [("train.run", "error", 0, 10)]})
     (tmp_path / "results.json").write_text(json.dumps(only_alice.to_json()))
     assert _check_fail_under(Namespace(report_dir=str(tmp_path), fail_under=50.0)) == 0
+
+
+def test_a_layer_the_engine_lost_under_a_build_is_tried_again_but_a_students_words_are_not():
+    from grader.grading import engine_store_race
+
+    lost = (
+        "failed to get digest sha256:000cd43dd8cd78c5ec5c48aa7a7af38f5687fccad32a486bea3effbb69116"
+        "2f8: open /var/lib/docker/image/overlay2/imagedb/content/sha256/000cd43dd8cd78c5ec5c48aa7"
+        "a7af38f5687fccad32a486bea3effbb691162f8: no such file or directory"
+    )
+    assert engine_store_race(lost)
+    assert engine_store_race("No such image: sha256:4c3b2a1f")
+    # What a Dockerfile can make the builder say is the student's own failure.
+    for own in (
+        "The command '/bin/sh -c echo failed to get digest sha256:ab: open /var/lib/docker/x "
+        "&& false' returned a non-zero code: 1",
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat "
+        "requirements.txt: file does not exist",
+        "pull access denied for nvidia/cuda, repository does not exist",
+    ):
+        assert not engine_store_race(own), own
