@@ -564,7 +564,7 @@ def _check_fail_under(args: argparse.Namespace) -> int:
     unfinished = {
         sid
         for sid, result in results["submissions"].items()
-        if any(check["status"] == "error" for check in result["checks"].values())
+        if submission_from_json(result).infrastructure_errors
     }
     if unfinished:
         print(

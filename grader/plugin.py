@@ -999,12 +999,13 @@ def classify_exception(error: BaseException) -> tuple[Status, str, str]:
     code) is an infrastructure error: never the student's fault, and never to the student's gain,
     since it scores no points and is listed apart for the TA to re-run.
     """
-    if isinstance(error, docker.errors.APIError) and error.is_client_error():
+    if isinstance(error, docker.errors.APIError):
         reason = (error.explanation or str(error)).strip()
-        return "failed", f"the Docker engine refused a request for this submission: {reason}", ""
-    if isinstance(error, docker.errors.APIError) and error.is_server_error():
-        reason = (error.explanation or str(error)).strip()
-        return "error", f"{INFRASTRUCTURE_ERROR}: the Docker engine failed: {reason}", ""
+        if error.is_client_error():
+            refused = f"the Docker engine refused a request for this submission: {reason}"
+            return "failed", refused, ""
+        if error.is_server_error():
+            return "error", f"{INFRASTRUCTURE_ERROR}: the Docker engine failed: {reason}", ""
     described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return "error", f"{INFRASTRUCTURE_ERROR}: the grader could not run this check ({described})", ""
 

@@ -85,14 +85,14 @@ class SubmissionResult:
         """The messages of the flags a TA has not cleared: what reports show."""
         return [flag.message for flag in self.integrity_flags if not flag.cleared]
 
-    def flag(self, text: str, flag_id: str | None = None, checks: tuple[str, ...] = ()) -> None:
+    def flag(self, text: str, flag_id: str | None = None) -> None:
         if any(flag.message == text for flag in self.integrity_flags):
             return
         taken = {flag.id for flag in self.integrity_flags}
         flag_id = flag_id or f"flag-{len(self.integrity_flags) + 1}"
         while flag_id in taken:
             flag_id += "+"
-        self.integrity_flags.append(Flag(flag_id, text, list(checks)))
+        self.integrity_flags.append(Flag(flag_id, text))
 
 
 @dataclass

@@ -136,10 +136,10 @@ def is_alive(settings: Settings, run_id: str) -> bool:
 
 def live_runs(settings: Settings) -> list[str]:
     """Every run on this host whose lock is held, whatever its `GRADER_HOME`."""
-    return sorted(run_id for run_id in _locked_run_ids(settings) if is_alive(settings, run_id))
+    return sorted(run_id for run_id in _locked_run_ids() if is_alive(settings, run_id))
 
 
-def _locked_run_ids(settings: Settings) -> set[str]:
+def _locked_run_ids() -> set[str]:
     run_ids = set()
     for folder in lock_folders():
         if folder.is_dir():
@@ -191,7 +191,7 @@ def reap_dead_runs(
     provably dead (`among` those run ids only, when given); alive and unknown runs are left."""
     runs_dir = settings.runs_dir
     run_ids = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
-    run_ids |= _locked_run_ids(settings)
+    run_ids |= _locked_run_ids()
     # Other runs remove their containers meanwhile: one gone between listing and inspecting
     # is no longer of interest.
     listed = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)

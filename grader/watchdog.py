@@ -9,7 +9,6 @@ check is then failed with the limit it ran out of.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,12 +44,9 @@ class Watchdog:
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
         self.fired = False
-        self.fired_after_s: float | None = None
         self.stop_problem: str | None = None
-        self._started = 0.0
 
     def start(self) -> Watchdog:
-        self._started = time.monotonic()
         self._armed = True
         self._timer.start()
         return self
@@ -60,7 +56,6 @@ class Watchdog:
             if not self._armed:
                 return
             self.fired = True
-            self.fired_after_s = time.monotonic() - self._started
         try:
             self.stop_problem = self._stop()
         except Exception as error:  # the timer thread must not die silently
