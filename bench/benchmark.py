@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from grader.dataset import ROWS, load_dataset
-from grader.settings import Settings
+from grader.domain.dataset import ROWS, load_dataset
+from grader.domain.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reference"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import docker
 
-from grader.containers import RUN_LABEL, remove_labelled
-from grader.labsteps import ALPINE
-from grader.rubric import DEFAULT_RUBRIC
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.engine.containers import RUN_LABEL, remove_labelled
+from grader.stages.labsteps import ALPINE
 
 BUSY_LOOP = "while :; do :; done"
 

@@ -39,8 +39,8 @@ def chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from grader.engine import apt_install
-    from grader.settings import Settings
+    from grader.domain.settings import Settings
+    from grader.engine.daemon import apt_install
 
     if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
         apt_install(["chromium", "chromium-driver"], Settings.from_env())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from grader.settings import Settings
+from grader.domain.settings import Settings
 
 GRADER_HOME = Settings.from_env().home
 
@@ -15,8 +15,8 @@ CHECKS = """
 import docker.errors
 import requests
 
-from grader.plugin import check
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.pytest_plugin.plugin import check
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
 
 
 def engine_answer(status, explanation):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from grader.engine import connect
-from grader.rubric import KNOWN_CHECKS, Limits, load_rubric
+from grader.domain.rubric import KNOWN_CHECKS, Limits, load_rubric
+from grader.engine.daemon import connect
 from tests.busy import rubric_with_fewer_hidden_digits, saturate
 from tests.cli import ROOT, run_grader
 from tests.examples import write_files, write_serve_variant
@@ -36,29 +36,30 @@ class Wait:
 
 
 WAITS = (
-    Wait("`docker run alpine ls /` to exit", "grader.labsteps:run_listing",
+    Wait("`docker run alpine ls /` to exit", "grader.stages.labsteps:run_listing",
          "server_ready_seconds", ("env.alpine_run",)),
     Wait("the shell's prompt, listing and `tty` answer in a pseudo-terminal",
-         "grader.labsteps:drive_shell", "server_ready_seconds", ("env.alpine_interactive",)),
-    Wait("an image build", "grader.containers:build_image", "build_seconds",
+         "grader.stages.labsteps:drive_shell", "server_ready_seconds", ("env.alpine_interactive",)),
+    Wait("an image build", "grader.engine.containers:build_image", "build_seconds",
          ("train.build", "serve.build")),
-    Wait("the training container to exit", "grader.containers:run_to_exit", "train_seconds",
+    Wait("the training container to exit", "grader.engine.containers:run_to_exit", "train_seconds",
          ("train.run", "train.reported_accuracy", "train.model_artifact")),
-    Wait("GET /ping to answer Healthy", "grader.serving:wait_healthy", "server_ready_seconds",
-         ("serve.ping",)),
-    Wait("a worker of the model to be READY", "grader.serving:wait_model_ready",
+    Wait("GET /ping to answer Healthy", "grader.stages.serving:wait_healthy",
+         "server_ready_seconds", ("serve.ping",)),
+    Wait("a worker of the model to be READY", "grader.stages.serving:wait_model_ready",
          "server_ready_seconds", ("serve.model_ready",)),
     Wait("a look inside the server container (listeners, token file, processes)",
-         "grader.diagnosis:ContainerInspector", "server_ready_seconds",
+         "grader.engine.diagnosis:ContainerInspector", "server_ready_seconds",
          ("serve.ping", "serve.model_ready")),
-    Wait("one prediction request", "grader.serving:predict_digit", "predict_timeout_seconds",
+    Wait("one prediction request", "grader.stages.serving:predict_digit", "predict_timeout_seconds",
          ("serve.sample_prediction", "serve.heldout_accuracy"), per_request=True),
-    Wait("held-out predictions, stopped after failures in a row", "grader.serving:predict_heldout",
-         "predict_timeout_seconds", ("serve.heldout_accuracy",), per_request=True),
-    Wait("any one check, even while it is blocked", "grader.watchdog:Watchdog", "check_seconds",
-         ALL),
-    Wait("all checks of one submission", "grader.watchdog:check_budget", "submission_seconds",
-         ALL),
+    Wait("held-out predictions, stopped after failures in a row",
+         "grader.stages.serving:predict_heldout", "predict_timeout_seconds",
+         ("serve.heldout_accuracy",), per_request=True),
+    Wait("any one check, even while it is blocked", "grader.engine.watchdog:Watchdog",
+         "check_seconds", ALL),
+    Wait("all checks of one submission", "grader.engine.watchdog:check_budget",
+         "submission_seconds", ALL),
 )  # fmt: skip
 
 # Evaluates weights trained earlier on the mounted test digits and reports what it measured:

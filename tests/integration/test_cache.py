@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grader.rubric import DEFAULT_RUBRIC
+from grader.domain.rubric import DEFAULT_RUBRIC
 from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration

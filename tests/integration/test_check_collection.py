@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.settings import Settings
+from grader.domain.settings import Settings
 
 GRADER_HOME = Settings.from_env().home
 
@@ -15,7 +15,7 @@ def test_checks_must_match_the_rubric(pytester, monkeypatch):
     pytester.mkdir("sub").joinpath("train").mkdir()
     pytester.makepyfile(
         """
-        from grader.plugin import check
+        from grader.pytest_plugin.plugin import check
 
         @check("train.bogus")
         def test_x(grading):

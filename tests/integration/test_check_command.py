@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.hints import CATALOG
+from grader.domain.hints import CATALOG
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from grader.settings import Settings
+from grader.domain.settings import Settings
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration
@@ -116,8 +116,8 @@ def test_the_harness_scores_what_the_corpus_readme_says(graded):
     ],
 )
 def test_broken_entries_get_the_hint_that_explains_them(graded, entry, hint, phrase):
-    from grader.hints import hints_for
-    from grader.results import submission_from_json
+    from grader.domain.hints import hints_for
+    from grader.domain.results import submission_from_json
 
     harness, _ = graded
     result = submission_from_json(harness[entry])

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from grader.containers import RUN_LABEL, SUBMISSION_LABEL
-from grader.engine import connect
+from grader.engine.containers import RUN_LABEL, SUBMISSION_LABEL
+from grader.engine.daemon import connect
 from tests.busy import rubric_with_fewer_hidden_digits
 from tests.cli import ROOT, run_grader
 from tests.integration.test_grade_examples import EXPECTED

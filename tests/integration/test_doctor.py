@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader.engine import connect
-from grader.standins import ALPINE_IMAGE, standin_of
+from grader.engine.daemon import connect
+from grader.engine.standins import ALPINE_IMAGE, standin_of
 from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.dataset import PIXELS, load_dataset, read_digits
-from grader.engine import apt_install
-from grader.settings import Settings
+from grader.domain.dataset import PIXELS, load_dataset, read_digits
+from grader.domain.settings import Settings
+from grader.engine.daemon import apt_install
 from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from grader.baseimages import BaseImageProvider
-from grader.containers import RUN_LABEL, remove_labelled
-from grader.engine import connect
-from grader.gpus import detect_gpus, torch_sees_cuda
-from grader.labsteps import ALPINE
-from grader.settings import Settings
-from grader.standins import BASE_IMAGE
+from grader.domain.settings import Settings
+from grader.engine.baseimages import BaseImageProvider
+from grader.engine.containers import RUN_LABEL, remove_labelled
+from grader.engine.daemon import connect
+from grader.engine.gpus import detect_gpus, torch_sees_cuda
+from grader.engine.standins import BASE_IMAGE
+from grader.stages.labsteps import ALPINE
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_a_gpu_request_fails_clearly_without_the_runtime():
     client = connect()
     if "nvidia" in (client.info().get("Runtimes") or {}):
         pytest.skip("this engine has the NVIDIA runtime")
-    from grader.containers import device_requests
+    from grader.engine.containers import device_requests
 
     with pytest.raises(Exception) as error:
         client.containers.run(

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
 
-from grader.engine import connect
-from grader.hints import LANGUAGES, hints_for
-from grader.results import submission_from_json
-from grader.submission import slugify
+from grader.domain.hints import LANGUAGES, hints_for
+from grader.domain.results import submission_from_json
+from grader.domain.submission import slugify
+from grader.engine.daemon import connect
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration

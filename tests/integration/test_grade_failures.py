@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from grader.hints import CATALOG, hints_for
-from grader.results import submission_from_json
-from grader.rubric import DEFAULT_RUBRIC
-from grader.standins import BASE_IMAGE
+from grader.domain.hints import CATALOG, hints_for
+from grader.domain.results import submission_from_json
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.engine.standins import BASE_IMAGE
 from tests.cli import run_grader
 from tests.examples import COMMITTED_MODEL, write_files, write_serve_variant
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.containers import LOG_HEAD_BYTES, LOG_TAIL_BYTES, RUN_LABEL
-from grader.dataset import load_dataset
-from grader.engine import connect
-from grader.rubric import DEFAULT_RUBRIC
-from grader.settings import Settings
+from grader.domain.dataset import load_dataset
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.domain.settings import Settings
+from grader.engine.containers import LOG_HEAD_BYTES, LOG_TAIL_BYTES, RUN_LABEL
+from grader.engine.daemon import connect
 from tests.cli import run_grader
 from tests.examples import write_files, write_serve_variant
 

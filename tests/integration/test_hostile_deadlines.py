@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.containers import RUN_LABEL
-from grader.engine import connect
-from grader.rubric import DEFAULT_RUBRIC
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.engine.containers import RUN_LABEL
+from grader.engine.daemon import connect
 from tests.cli import run_grader
 from tests.examples import REFERENCE_SERVE, write_files
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.cgroups import leftover_cgroups
-from grader.containers import ROLE_LABEL, RUN_LABEL, SUBMISSION_LABEL
-from grader.engine import connect
-from grader.outputs import allocated_bytes
-from grader.rubric import DEFAULT_RUBRIC
-from grader.settings import Settings
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.domain.settings import Settings
+from grader.engine.cgroups import leftover_cgroups
+from grader.engine.containers import ROLE_LABEL, RUN_LABEL, SUBMISSION_LABEL
+from grader.engine.daemon import connect
+from grader.engine.outputs import allocated_bytes
 from tests.cli import run_grader
 from tests.examples import write_files
 

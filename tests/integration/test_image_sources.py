@@ -16,13 +16,13 @@ import bcrypt
 import pytest
 import requests
 
-from grader.baseimages import BaseImageProvider, ImageSources, mirror_reference
-from grader.dockerfile import image_name
-from grader.engine import connect
-from grader.errors import BaseImageUnavailable
-from grader.labsteps import ALPINE
-from grader.settings import Settings
-from grader.standins import ALPINE_IMAGE, TORCHSERVE_IMAGE
+from grader.domain.dockerfile import image_name
+from grader.domain.errors import BaseImageUnavailable
+from grader.domain.settings import Settings
+from grader.engine.baseimages import BaseImageProvider, ImageSources, mirror_reference
+from grader.engine.daemon import connect
+from grader.engine.standins import ALPINE_IMAGE, TORCHSERVE_IMAGE
+from grader.stages.labsteps import ALPINE
 from tests.cli import ROOT, free_port, run_grader
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from grader.containers import RUN_LABEL
-from grader.dataset import load_dataset
-from grader.engine import connect
-from grader.rubric import DEFAULT_RUBRIC
-from grader.serving import png
-from grader.settings import Settings
+from grader.domain.dataset import load_dataset
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.domain.settings import Settings
+from grader.engine.containers import RUN_LABEL
+from grader.engine.daemon import connect
+from grader.stages.serving import png
 from tests.cli import ROOT, free_port, run_grader
 from tests.examples import COMMITTED_MODEL, write_files, write_serve_variant
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from grader.containers import RUN_LABEL, SUBMISSION_LABEL
-from grader.engine import connect
-from grader.settings import Settings
+from grader.domain.settings import Settings
+from grader.engine.containers import RUN_LABEL, SUBMISSION_LABEL
+from grader.engine.daemon import connect
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration

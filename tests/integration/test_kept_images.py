@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.containers import RUN_LABEL, build_image, grader_labels, remove_labelled
-from grader.engine import connect
-from grader.runs import RunLock, keep_images_of, prune_kept_images, reap_dead_runs
-from grader.settings import Settings
-from grader.standins import BASE_IMAGE
+from grader.domain.settings import Settings
+from grader.engine.containers import RUN_LABEL, build_image, grader_labels, remove_labelled
+from grader.engine.daemon import connect
+from grader.engine.runs import RunLock, keep_images_of, prune_kept_images, reap_dead_runs
+from grader.engine.standins import BASE_IMAGE
 from tests.cli import run_grader
 
 pytestmark = pytest.mark.integration

@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from grader.baseimages import BaseImageProvider
-from grader.containers import RUN_LABEL, build_image, remove_labelled
-from grader.engine import connect
-from grader.labsteps import ALPINE, interactive_session, run_listing
-from grader.rubric import load_rubric
-from grader.settings import Settings
+from grader.domain.rubric import load_rubric
+from grader.domain.settings import Settings
+from grader.engine.baseimages import BaseImageProvider
+from grader.engine.containers import RUN_LABEL, build_image, remove_labelled
+from grader.engine.daemon import connect
+from grader.stages.labsteps import ALPINE, interactive_session, run_listing
 from tests.busy import saturate
 
 pytestmark = pytest.mark.integration

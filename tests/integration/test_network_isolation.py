@@ -19,8 +19,9 @@ import docker
 import docker.errors
 import pytest
 
-from grader.buildnet import BRIDGE_OPTION, add_rules, build_network, firewall_problem
-from grader.containers import (
+from grader.domain.rubric import DEFAULT_RUBRIC
+from grader.engine.buildnet import BRIDGE_OPTION, add_rules, build_network, firewall_problem
+from grader.engine.containers import (
     ROLE_LABEL,
     RUN_LABEL,
     SUBMISSION_LABEL,
@@ -31,10 +32,9 @@ from grader.containers import (
     remove_labelled,
     start_server,
 )
-from grader.engine import connect
-from grader.forwarder import ForwarderError, start_forwarder
-from grader.rubric import DEFAULT_RUBRIC
-from grader.standins import BASE_IMAGE
+from grader.engine.daemon import connect
+from grader.engine.forwarder import ForwarderError, start_forwarder
+from grader.engine.standins import BASE_IMAGE
 from tests.cli import ROOT
 
 pytestmark = pytest.mark.integration
@@ -289,7 +289,7 @@ def test_rules_the_firewall_refuses_are_reported_and_none_is_left():
 def test_without_the_right_to_change_the_firewall_builds_are_told_why():
     """Root without CAP_NET_ADMIN, as in a container the harness might run in."""
     probe = (
-        "import docker; from grader.buildnet import firewall_problem; "
+        "import docker; from grader.engine.buildnet import firewall_problem; "
         "print(firewall_problem(docker.DockerClient("
         "base_url='unix:///var/run/docker.sock', version='1.41')))"
     )
@@ -305,9 +305,9 @@ def test_without_the_right_to_change_the_firewall_builds_are_told_why():
 def test_a_forwarder_that_cannot_start_is_the_harness_fault_and_takes_the_server_along(
     client, tmp_path
 ):
-    from grader.baseimages import BaseImageProvider
-    from grader.labsteps import ALPINE
-    from grader.settings import Settings
+    from grader.domain.settings import Settings
+    from grader.engine.baseimages import BaseImageProvider
+    from grader.stages.labsteps import ALPINE
 
     BaseImageProvider(client, Settings.from_env(), print).ensure(ALPINE)  # has no Python
     labels = grader_labels(f"test-forwarder-{secrets.token_hex(3)}", "forwarder", "test")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from grader.progress import TerminalBoard
+from grader.pytest_plugin.progress import TerminalBoard
 from tests.cli import ROOT, run_grader
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.containers import SUBMISSION_LABEL
-from grader.engine import connect
+from grader.engine.containers import SUBMISSION_LABEL
+from grader.engine.daemon import connect
 from tests.cli import ROOT, free_port, run_grader
 from tests.integration.test_grade_examples import EXPECTED
 
@@ -154,10 +154,10 @@ def test_a_lost_node_costs_only_its_running_submission(cluster, tmp_path):
 
 
 def test_failing_twice_on_the_cluster_is_an_infrastructure_error(cluster, tmp_path):
-    from grader.dataset import load_dataset
-    from grader.raybackend import Job, RayBatch, TaskOptions
-    from grader.rubric import load_rubric
-    from grader.settings import Settings
+    from grader.cli.ray_backend import Job, RayBatch, TaskOptions
+    from grader.domain.dataset import load_dataset
+    from grader.domain.rubric import load_rubric
+    from grader.domain.settings import Settings
 
     head, _ = cluster
     rubric = load_rubric()

@@ -9,7 +9,7 @@ import docker.types
 import pytest
 import requests
 
-from grader.containers import (
+from grader.engine.containers import (
     LOG_HEAD_BYTES,
     LOG_TAIL_BYTES,
     STEP_IMAGE,
@@ -21,8 +21,8 @@ from grader.containers import (
     run_to_exit,
     start_server,
 )
-from grader.engine import connect
-from grader.standins import BASE_IMAGE
+from grader.engine.daemon import connect
+from grader.engine.standins import BASE_IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -227,9 +227,9 @@ def test_a_failed_build_leaves_no_step_images(client, labels, tmp_path):
 def test_servers_on_their_own_networks_reach_nothing_and_answer_through_forwarders(
     client, labels, tmp_path
 ):
-    from grader.baseimages import BaseImageProvider
-    from grader.labsteps import ALPINE
-    from grader.settings import Settings
+    from grader.domain.settings import Settings
+    from grader.engine.baseimages import BaseImageProvider
+    from grader.stages.labsteps import ALPINE
 
     BaseImageProvider(client, Settings.from_env(), print).ensure(ALPINE)
     (tmp_path / "Dockerfile").write_text(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from grader.accuracy import from_log, from_metrics, training_curve
+from grader.domain.accuracy import from_log, from_metrics, training_curve
 
 
 @pytest.mark.parametrize(

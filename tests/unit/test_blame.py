@@ -10,10 +10,10 @@ from pathlib import Path
 import docker.errors
 import requests
 
-from grader.cli import _check_fail_under
-from grader.plugin import classify_exception
-from grader.reports import summary_lines
-from grader.results import CheckResult, GradingReport
+from grader.cli.main import _check_fail_under
+from grader.domain.results import CheckResult, GradingReport
+from grader.pytest_plugin.plugin import classify_exception
+from grader.reports.files import summary_lines
 
 
 def engine_answer(status: int, explanation: str) -> docker.errors.APIError:
@@ -109,7 +109,7 @@ def test_fail_under_leaves_out_submissions_with_infrastructure_errors(tmp_path, 
 
 
 def test_a_layer_the_engine_lost_under_a_build_is_tried_again_but_a_students_words_are_not():
-    from grader.grading import engine_store_race
+    from grader.stages.grading import engine_store_race
 
     lost = (
         "failed to get digest sha256:000cd43dd8cd78c5ec5c48aa7a7af38f5687fccad32a486bea3effbb69116"

@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from grader.errors import RubricError
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
-from grader.serving import PredictionError, predict_digit
-from grader.torchserve import AnswerTooLarge, DeadlineExceeded, TorchServeAPI, bounded_request
-from grader.waiting import Deadline, NotReady, Probe, wait_for
-from grader.watchdog import Watchdog, check_budget
+from grader.domain.errors import RubricError
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.domain.waiting import Deadline, NotReady, Probe, wait_for
+from grader.engine.watchdog import Watchdog, check_budget
+from grader.stages.serving import PredictionError, predict_digit
+from grader.stages.torchserve import (
+    AnswerTooLarge,
+    DeadlineExceeded,
+    TorchServeAPI,
+    bounded_request,
+)
 
 SLACK_S = 1.5  # scheduling on a busy machine; each server below would hold a call 10 s or more
 
@@ -367,7 +372,7 @@ def _frame(stream: int, payload: bytes) -> bytes:
 
 
 def test_exec_output_keeps_standard_output_only_and_is_capped():
-    from grader.diagnosis import EXEC_OUTPUT_BYTES, _stdout_of
+    from grader.engine.diagnosis import EXEC_OUTPUT_BYTES, _stdout_of
 
     stream = _frame(2, b"warning\n") + _frame(1, b"0: 00000000:1F90") + _frame(1, b" x\n")
     assert _stdout_of(stream) == b"0: 00000000:1F90 x\n"
@@ -376,7 +381,7 @@ def test_exec_output_keeps_standard_output_only_and_is_capped():
 
 
 def test_a_hung_exec_is_explained_once_and_not_tried_again():
-    from grader.diagnosis import ContainerInspector
+    from grader.engine.diagnosis import ContainerInspector
 
     inspector = ContainerInspector(container=None)  # type: ignore[arg-type]
     assert inspector.unavailable == ""
@@ -389,7 +394,12 @@ def test_a_hung_exec_is_explained_once_and_not_tried_again():
 
 
 def test_a_check_out_of_time_fails_naming_the_limit_unless_the_engine_could_not_stop_it():
-    from grader.plugin import CheckFailure, ContainersNotStopped, _ran_out, classify_exception
+    from grader.pytest_plugin.plugin import (
+        CheckFailure,
+        ContainersNotStopped,
+        _ran_out,
+        classify_exception,
+    )
 
     watchdog = Watchdog(1, lambda: None)
     with pytest.raises(CheckFailure) as raised:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import docker
 import pytest
 
-from grader.buildnet import build_network, firewall_problem, rules
-from grader.errors import RubricError
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.domain.errors import RubricError
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.engine.buildnet import build_network, firewall_problem, rules
 
 
 def test_builds_are_isolated_from_the_host_by_default():

@@ -3,7 +3,7 @@ slow, so during a long wait it gets a share of that wait rather than a fixed few
 
 from __future__ import annotations
 
-from grader.diagnosis import EXEC_TIMEOUT_S, ContainerInspector
+from grader.engine.diagnosis import EXEC_TIMEOUT_S, ContainerInspector
 
 
 class Recording(ContainerInspector):

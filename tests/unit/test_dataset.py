@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from grader.dataset import (
+from grader.domain.dataset import (
     HIDDEN_FILES,
     IMAGE_MAGIC,
     LABEL_MAGIC,
@@ -20,7 +20,7 @@ from grader.dataset import (
     stratified_split,
     write_dataset,
 )
-from grader.errors import DatasetError
+from grader.domain.errors import DatasetError
 
 
 def digits(count, seed=0):

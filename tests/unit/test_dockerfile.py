@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.dockerfile import gpu_capability, image_name, parse_dockerfile, read_dockerfile
-from grader.errors import DockerfileError
+from grader.domain.dockerfile import gpu_capability, image_name, parse_dockerfile, read_dockerfile
+from grader.domain.errors import DockerfileError
 
 
 def test_single_stage_with_continuations_and_comments():

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from grader.gpus import GpuDetection, check_selection, chosen_gpus, describe_device, gpus_for_worker
-from grader.verdicts import gpu_use_verdict
+from grader.domain.verdicts import gpu_use_verdict
+from grader.engine.gpus import (
+    GpuDetection,
+    check_selection,
+    chosen_gpus,
+    describe_device,
+    gpus_for_worker,
+)
 
 FOUR = GpuDetection(("0", "1", "2", "3"), "4 GPU(s) visible in a probe container")
 NONE = GpuDetection((), "the engine has no NVIDIA runtime (runc)")

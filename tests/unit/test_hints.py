@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.hints import CATALOG, LANGUAGES, check_table, default_language, hints_for, load_catalog
-from grader.results import CheckResult, SubmissionResult
+from grader.domain.hints import (
+    CATALOG,
+    LANGUAGES,
+    check_table,
+    default_language,
+    hints_for,
+    load_catalog,
+)
+from grader.domain.results import CheckResult, SubmissionResult
 
 
 def _result(tmp_path: Path, **checks: tuple[str, str]) -> SubmissionResult:

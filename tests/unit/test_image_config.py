@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.baseimages import SOURCES, ImageSources, load_image_sources, mirror_reference
-from grader.dockerfile import image_name
-from grader.errors import ConfigError
+from grader.domain.dockerfile import image_name
+from grader.domain.errors import ConfigError
+from grader.engine.baseimages import SOURCES, ImageSources, load_image_sources, mirror_reference
 
 
 def _config(tmp_path: Path, text: str) -> Path:

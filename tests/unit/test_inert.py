@@ -8,11 +8,11 @@ import unicodedata
 
 import pytest
 
-from grader.inert import spreadsheet_safe, terminal_safe
-from grader.plugin import CheckFailure
-from grader.progress import Progress
-from grader.reports import gradebook_csv, summary_lines
-from grader.results import CheckResult, GradingReport
+from grader.domain.inert import spreadsheet_safe, terminal_safe
+from grader.domain.results import CheckResult, GradingReport
+from grader.pytest_plugin.plugin import CheckFailure
+from grader.pytest_plugin.progress import Progress
+from grader.reports.files import gradebook_csv, summary_lines
 
 ESC = "\x1b"
 HOSTILE_ID = f"{ESC}[2J{ESC}]0;pwned{chr(7)}eve{ESC}[31m\r\u202etxt.exe"
@@ -107,7 +107,7 @@ def test_progress_lines_and_board_are_inert():
     said: list[str] = []
     progress = Progress(said.append)
     progress.total = 1
-    nodeid = f"grader/checks/test_train.py::test_build[{HOSTILE_ID}]"
+    nodeid = f"grader/pytest_plugin/checks/test_train.py::test_build[{HOSTILE_ID}]"
     progress.check_started(nodeid)
     rows = progress.board(200)
     report = GradingReport(run_id="r1", profile="offline", rubric="r.toml", harness_version="0")

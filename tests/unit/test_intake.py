@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.intake import ArchiveLimits, ArchiveRefused, IntakeRefused, stage, unpack
-from grader.serving import prepare_serve_context
-from grader.submission import discover, slugify
+from grader.domain.intake import ArchiveLimits, ArchiveRefused, IntakeRefused, stage, unpack
+from grader.domain.submission import discover, slugify
+from grader.stages.serving import prepare_serve_context
 
 
 def _zip(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
@@ -443,7 +443,7 @@ def _hand_in(batch: Path, name: str, manifest: str | None = None) -> Path:
 
 
 def _take_in_batch(tmp_path: Path, batch: Path) -> list:
-    from grader.plugin import _intake
+    from grader.pytest_plugin.plugin import _intake
 
     return _intake(discover([batch]), tmp_path / "reports" / "intake", tmp_path / "run" / ".intake")
 
@@ -493,7 +493,7 @@ def test_a_claimed_student_id_flags_both_and_keeps_both(tmp_path):
 
 
 def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
-    import grader.plugin
+    import grader.pytest_plugin.plugin
 
     batch = tmp_path / "batch"
     _hand_in(batch, "good")
@@ -501,14 +501,14 @@ def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
     _zip(batch / "nameless.zip", {"a/train/Dockerfile": b"x"})
     with zipfile.ZipFile(batch / "nameless.zip", "a") as handle:
         handle.writestr(zipfile.ZipInfo(""), b"x")
-    real = grader.plugin.load_submission
+    real = grader.pytest_plugin.plugin.load_submission
 
     def load(folder, default_id=None):
         if default_id == "odd":
             raise RuntimeError("something unforeseen")
         return real(folder, default_id)
 
-    monkeypatch.setattr(grader.plugin, "load_submission", load)
+    monkeypatch.setattr(grader.pytest_plugin.plugin, "load_submission", load)
     intakes = {intake.id: intake for intake in _take_in_batch(tmp_path, batch)}
     assert intakes["good"].submission is not None
     assert str(intakes["odd"].problem) == (

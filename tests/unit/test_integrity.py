@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from grader.cache import clear_flag, load_cleared, rescore
-from grader.cli import main
-from grader.dataset import (
+from grader.cli.main import main
+from grader.domain.dataset import (
     Digits,
     encode_idx_images,
     encode_idx_labels,
     hidden_sample,
     read_hidden_dir,
 )
-from grader.errors import DatasetError, GraderError, RubricError
-from grader.integrity import archive_name, is_torchserve, model_store, serialized_weights
-from grader.results import CheckResult, GradingReport, SubmissionResult
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
-from grader.verdicts import review
+from grader.domain.errors import DatasetError, GraderError, RubricError
+from grader.domain.results import CheckResult, GradingReport, SubmissionResult
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.domain.verdicts import review
+from grader.engine.integrity import archive_name, is_torchserve, model_store, serialized_weights
+from grader.reports.store import clear_flag, load_cleared, rescore
 
 SIDE = 28
 
@@ -374,7 +374,7 @@ def test_grader_flags_clear_names_the_flags_there_are(tmp_path, capsys):
 
 
 def test_results_written_before_flag_ids_are_read():
-    from grader.results import submission_from_json, submission_to_json
+    from grader.domain.results import submission_from_json, submission_to_json
 
     data = submission_to_json(graded({}))
     del data["integrity_flags"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.labsteps import drive_shell
+from grader.stages.labsteps import drive_shell
 
 SHELL = textwrap.dedent(
     r'''

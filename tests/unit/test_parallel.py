@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from grader.containers import ResourceLimits
-from grader.grading import share_host, threads_per_container
-from grader.parallel import submission_of_nodeid
-from grader.rubric import load_rubric
+from grader.domain.rubric import load_rubric
+from grader.engine.containers import ResourceLimits
+from grader.pytest_plugin.parallel import submission_of_nodeid
+from grader.stages.grading import share_host, threads_per_container
 
 
 def test_the_submission_is_the_scheduling_scope():
-    assert submission_of_nodeid("grader/checks/test_train.py::test_build[2023010001]") == (
-        "2023010001"
-    )
+    nodeid = "grader/pytest_plugin/checks/test_train.py::test_build[2023010001]"
+    assert submission_of_nodeid(nodeid) == "2023010001"
     assert submission_of_nodeid("test_serve.py::test_ping[bob [x] (copy)]") == "bob [x] (copy)"
     assert submission_of_nodeid("test_serve.py::test_ping") is None
 

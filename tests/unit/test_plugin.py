@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grader.containers import device_requests
+from grader.engine.containers import device_requests
 from tests.cli import run_grader
 
 

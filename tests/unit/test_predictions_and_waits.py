@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from grader.diagnosis import Listener, parse_proc_net_tcp
-from grader.predictions import PredictionFormatError, parse_prediction
-from grader.torchserve import TorchServeAPI, is_token_error, model_names, worker_statuses
-from grader.waiting import NotReady, Probe, wait_for
+from grader.domain.predictions import PredictionFormatError, parse_prediction
+from grader.domain.waiting import NotReady, Probe, wait_for
+from grader.engine.diagnosis import Listener, parse_proc_net_tcp
+from grader.stages.torchserve import TorchServeAPI, is_token_error, model_names, worker_statuses
 
 
 @pytest.mark.parametrize(
@@ -181,13 +181,13 @@ class _Server:
 
 
 def _digits(count: int):
-    from grader.dataset import Digits
+    from grader.domain.dataset import Digits
 
     return Digits(pixels=bytes(784 * count), labels=bytes([7] * count))
 
 
 def test_a_broken_server_is_not_sent_every_digit():
-    from grader.serving import STOP_AFTER_FAILURES, predict_heldout
+    from grader.stages.serving import STOP_AFTER_FAILURES, predict_heldout
 
     server = _Server(lambda count: (500, b"worker died"))
     try:
@@ -205,7 +205,7 @@ def test_a_broken_server_is_not_sent_every_digit():
 
 
 def test_scattered_failures_do_not_stop_the_run():
-    from grader.serving import predict_heldout
+    from grader.stages.serving import predict_heldout
 
     server = _Server(lambda count: (500, b"busy") if count % 3 == 0 else (200, b"7"))
     try:

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from grader.progress import Progress, TerminalBoard, check_of_nodeid
-from grader.results import CheckResult, SubmissionResult
+from grader.domain.results import CheckResult, SubmissionResult
+from grader.pytest_plugin.progress import Progress, TerminalBoard, check_of_nodeid
 
 
 def _report(nodeid: str, worker: str | None) -> SimpleNamespace:
@@ -16,7 +16,8 @@ def _report(nodeid: str, worker: str | None) -> SimpleNamespace:
 
 
 def test_a_node_id_names_its_rubric_check():
-    assert check_of_nodeid("grader/checks/test_train.py::test_run[alice]") == "train.run"
+    nodeid = "grader/pytest_plugin/checks/test_train.py::test_run[alice]"
+    assert check_of_nodeid(nodeid) == "train.run"
     assert check_of_nodeid("test_serve.py::test_heldout_accuracy[a[1]]") == (
         "serve.heldout_accuracy"
     )

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from grader.forwarder import RELAY_SOURCE
-from grader.relay import Relay, Route
+from grader.engine.forwarder import RELAY_SOURCE
+from grader.engine.relay import Relay, Route
 
 
 class EchoServer:

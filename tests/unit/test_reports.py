@@ -7,15 +7,15 @@ import json
 
 import lxml.html
 
-from grader.reports import (
+from grader.domain.results import CheckResult, GradingReport, WrongDigit
+from grader.reports.files import (
     gradebook_csv,
     gradescope_results,
     junit_xml,
     summary_lines,
     write_reports,
 )
-from grader.results import CheckResult, GradingReport, WrongDigit
-from grader.serving import png
+from grader.stages.serving import png
 
 
 def sample_report(tmp_path):

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import outputs
-from grader.accuracy import ReportedAccuracy, from_metrics
-from grader.cgroups import build_cgroup, leftover_cgroups, remove_cgroups_of
-from grader.errors import RubricError
-from grader.outputs import OutputFolder, allocated_bytes, copy_capped, place_file
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.domain.accuracy import ReportedAccuracy, from_metrics
+from grader.domain.errors import RubricError
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.engine import outputs
+from grader.engine.cgroups import build_cgroup, leftover_cgroups, remove_cgroups_of
+from grader.engine.outputs import OutputFolder, allocated_bytes, copy_capped, place_file
 
 MB = 1_000_000
 

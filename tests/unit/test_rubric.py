@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader.errors import RubricError
-from grader.rubric import DEFAULT_RUBRIC, load_rubric
+from grader.domain.errors import RubricError
+from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
 
 
 def test_default_rubric():

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.runs import RunLock, images_in_use, is_alive, keep_images_of, run_state
-from grader.settings import Settings
+from grader.domain.settings import Settings
+from grader.engine.runs import RunLock, images_in_use, is_alive, keep_images_of, run_state
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from grader.runs import RunLock
-    from grader.settings import Settings
+    from grader.engine.runs import RunLock
+    from grader.domain.settings import Settings
     lock = RunLock(Settings(Path(sys.argv[1]), None, 1), sys.argv[2])
     if len(sys.argv) > 3:
         lock.record_images(sys.argv[3].split(","))

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from grader.errors import ManifestError
-from grader.submission import discover, is_submission_dir, load_submission
+from grader.domain.errors import ManifestError
+from grader.domain.submission import discover, is_submission_dir, load_submission
 
 
 def make(tmp_path, manifest=None, files=("train/Dockerfile",)):
@@ -374,7 +374,7 @@ def test_files_of_a_later_rank_are_named_as_not_used(tmp_path):
 def test_a_folder_that_cannot_be_looked_into_is_found_and_then_refused(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from grader.intake import IntakeRefused, stage
+    from grader.domain.intake import IntakeRefused, stage
 
     batch = tmp_path / "batch"
     locked = make(batch)

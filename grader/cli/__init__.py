@@ -1,0 +1,1 @@
+"""The `grader` command: grade, check, doctor, images, rubric, and the Ray backend."""

@@ -1,0 +1,1 @@
+"""The pytest plugin: options, hooks, xdist scheduling, the graded checks and the live board."""

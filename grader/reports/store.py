@@ -1,0 +1,145 @@
+"""Stored results per submission, so that unchanged work is never graded twice.
+
+Each finished submission is written to `<report-dir>/submissions/<slug>.json` with a key over
+what its grading depends on: the submission's files, the harness version, the dataset, the
+profile's limits and the set of checks. Points and targets are not in the key: when only they
+change, the stored result is re-scored from its measurements without running containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Collection
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from grader import __version__
+from grader.domain.dataset import Dataset
+from grader.domain.errors import GraderError
+from grader.reports.files import write_atomically
+from grader.domain.results import SubmissionResult, submission_from_json, submission_to_json
+from grader.domain.rubric import Profile, Rubric
+from grader.domain.submission import slugify
+from grader.domain.verdicts import heldout_accuracy_problem, reported_accuracy_problem, review
+
+CLEARED_FILE = "flags-cleared.json"
+
+
+def submission_key(
+    root: Path, rubric: Rubric, profile: Profile, dataset: Dataset, hidden: str | None = None
+) -> str:
+    """`hidden` names the hidden digits when they are not the dataset's own draw of any run (a
+    `--hidden-dir`, a chosen `--seed`): a result graded on other digits is then not taken."""
+    digest = hashlib.sha256()
+    setting = {
+        "harness": __version__,
+        "checks": sorted(rubric.checks),
+        "profile": profile.name,
+        "dataset": profile.dataset,
+        "data": hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest(),
+        "limits": asdict(profile.limits),
+    }
+    if hidden is not None:
+        setting["hidden"] = hidden
+    digest.update(json.dumps(setting, sort_keys=True).encode())
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"link {relative} -> {os.readlink(path)}\n".encode())
+        elif path.is_file():
+            digest.update(
+                f"file {relative} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode()
+            )
+    return digest.hexdigest()
+
+
+def stored_path(report_dir: Path, submission_id: str) -> Path:
+    return report_dir / "submissions" / f"{slugify(submission_id)}.json"
+
+
+def store(report_dir: Path, result: SubmissionResult, key: str) -> None:
+    document = {"key": key, "result": submission_to_json(result)}
+    write_atomically(stored_path(report_dir, result.submission_id), json.dumps(document) + "\n")
+
+
+def load(report_dir: Path, submission_id: str, key: str) -> SubmissionResult | None:
+    """The stored result when its key matches, else None (absent, stale or unreadable)."""
+    path = stored_path(report_dir, submission_id)
+    try:
+        document = json.loads(path.read_text())
+        if document.get("key") != key:
+            return None
+        return submission_from_json(document["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def rescore(
+    result: SubmissionResult,
+    rubric: Rubric,
+    profile: Profile,
+    cleared: Collection[str] = (),
+) -> SubmissionResult:
+    """Apply the current points, targets and integrity rules to a stored result; `cleared` are
+    the ids of its flags a TA cleared."""
+    measured = result.measurements
+    targets = profile.targets
+    for check_id, check in result.checks.items():
+        spec = rubric.checks[check_id]
+        check.title, check.max_points = spec.title, spec.points
+        decided = check.status in ("passed", "failed")
+        problem: str | None = None
+        if check_id == "train.reported_accuracy" and decided and "reported_accuracy" in measured:
+            problem = reported_accuracy_problem(
+                measured["reported_accuracy"],
+                measured.get("reported_accuracy_where", "reported"),
+                targets.reported_accuracy,
+            )
+        elif check_id == "serve.heldout_accuracy" and decided and "heldout_accuracy" in measured:
+            if measured.get("heldout_errors", 0) < measured.get("heldout_total", 0):
+                problem = heldout_accuracy_problem(measured, targets.heldout_accuracy)
+            else:
+                problem = check.message
+        else:
+            check.points = spec.points if check.status == "passed" else 0.0
+            continue
+        check.status, check.message = ("failed", problem) if problem else ("passed", "")
+        check.points = 0.0 if problem else spec.points
+    review(result, targets, rubric.integrity_penalty, cleared)
+    return result
+
+
+# --- a TA's decisions on flags, kept apart from the results that re-scoring rewrites ----------
+
+
+def load_cleared(report_dir: Path) -> dict[str, set[str]]:
+    """Submission id -> ids of its flags a TA cleared (nothing when the file is absent)."""
+    path = report_dir / CLEARED_FILE
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise GraderError(
+            f"{path}: unreadable ({error}); fix or remove it (it holds the flags TAs cleared)"
+        ) from None
+    cleared = document.get("cleared") if isinstance(document, dict) else None
+    if not isinstance(cleared, dict):
+        raise GraderError(f'{path}: no "cleared" table; fix or remove it')
+    return {str(sid): {str(f) for f in flags} for sid, flags in cleared.items()}
+
+
+def clear_flag(report_dir: Path, submission_id: str, flag_id: str, note: str = "") -> None:
+    """Record that a TA cleared a flag; it stays cleared through re-grading and re-scoring."""
+    path = report_dir / CLEARED_FILE
+    document: dict[str, Any] = {"cleared": {}}
+    if path.is_file():
+        load_cleared(report_dir)  # refuse to overwrite a file that cannot be read
+        document = json.loads(path.read_text())
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "note": note}
+    document["cleared"].setdefault(submission_id, {})[flag_id] = entry
+    write_atomically(path, json.dumps(document, indent=2) + "\n")
