@@ -1,0 +1,1 @@
+"""What a run leaves behind: stored results, JUnit, gradebook, HTML. Knows nothing of Docker or pytest."""
