@@ -1,1 +1,4 @@
-"""What a run leaves behind: stored results, JUnit, gradebook, HTML. Knows nothing of Docker or pytest."""
+"""What a run leaves behind: stored results, JUnit, gradebook, HTML.
+
+Knows nothing of Docker or pytest.
+"""

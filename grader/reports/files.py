@@ -20,10 +20,10 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from grader.reports.html import render_html
 from grader.domain.inert import spreadsheet_safe, terminal_safe
 from grader.domain.results import GradingReport, SubmissionResult
 from grader.domain.submission import slugify
+from grader.reports.html import render_html
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 from grader import __version__
 from grader.domain.dataset import Dataset
 from grader.domain.errors import GraderError
-from grader.reports.files import write_atomically
 from grader.domain.results import SubmissionResult, submission_from_json, submission_to_json
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.submission import slugify
 from grader.domain.verdicts import heldout_accuracy_problem, reported_accuracy_problem, review
+from grader.reports.files import write_atomically
 
 CLEARED_FILE = "flags-cleared.json"
 
