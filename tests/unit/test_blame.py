@@ -109,7 +109,7 @@ def test_fail_under_leaves_out_submissions_with_infrastructure_errors(tmp_path, 
 
 
 def test_a_layer_the_engine_lost_under_a_build_is_tried_again_but_a_students_words_are_not():
-    from grader.stages.grading import engine_store_race
+    from grader.stages.build import engine_store_race
 
     lost = (
         "failed to get digest sha256:000cd43dd8cd78c5ec5c48aa7a7af38f5687fccad32a486bea3effbb69116"

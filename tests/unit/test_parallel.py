@@ -3,7 +3,7 @@ from __future__ import annotations
 from grader.domain.rubric import load_rubric
 from grader.engine.containers import ResourceLimits
 from grader.pytest_plugin.parallel import submission_of_nodeid
-from grader.stages.grading import share_host, threads_per_container
+from grader.stages.sharing import share_host, threads_per_container
 
 
 def test_the_submission_is_the_scheduling_scope():
