@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(words)
     args.pytest_args = pytest_args
     try:
+        args.settings = Settings.from_env()
         return int(args.run(args))
     except GraderError as error:
         print(f"grader: error: {terminal_safe(str(error), keep_newlines=True)}", file=sys.stderr)
@@ -279,6 +280,7 @@ def _image_options(command: argparse.ArgumentParser) -> None:
 def _image_sources(args: argparse.Namespace) -> ImageSources:
     return load_image_sources(
         args.config,
+        args.settings,
         order=args.image_sources,
         mirrors=args.mirror,
         archives=args.image_archives,
@@ -289,7 +291,7 @@ def _image_sources(args: argparse.Namespace) -> ImageSources:
 def _images(args: argparse.Namespace) -> int:
     from grader.engine import images
 
-    settings = Settings.from_env()
+    settings = args.settings
     client = connect()
     action = args.images_command
     if action == "load":
@@ -444,7 +446,7 @@ def _doctor(args: argparse.Namespace) -> int:
         args.profile
     )
     failed = 0
-    for finding in examine(Settings.from_env(), profile, say):
+    for finding in examine(args.settings, profile, say):
         failed += finding.status == "fail"
         for line in format_finding(finding):
             print(line, flush=True)
@@ -465,7 +467,7 @@ def _check(args: argparse.Namespace) -> int:
         )
     language = args.lang or default_language()
     if args.report_dir is None:
-        args.report_dir = str(Settings.from_env().home / "check" / slugify(path.name))
+        args.report_dir = str(args.settings.home / "check" / slugify(path.name))
     args.paths, args.jobs, args.fail_under = [str(path)], "1", None
     code = _grade(args)
     results_file = Path(args.report_dir) / "results.json"
@@ -499,7 +501,7 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
     from grader.domain.intake import ArchiveRefused, archive_stem, submission_folder
 
     signal.signal(signal.SIGTERM, _interrupt)
-    settings = Settings.from_env()
+    settings = args.settings
     rubric = load_rubric(Path(args.rubric) if args.rubric else DEFAULT_RUBRIC)
     profile = rubric.profile(args.profile)
     dataset = load_dataset(settings.datasets_dir / profile.dataset)
@@ -604,7 +606,7 @@ def _rubric_show(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = args.settings
     started = time.monotonic()
     client = ensure_engine(settings, say)
     info = client.version()
@@ -621,7 +623,7 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    _ensure_dataset(Settings.from_env(), args.profile, args.mnist_dir, force=args.force)
+    _ensure_dataset(args.settings, args.profile, args.mnist_dir, force=args.force)
     return 0
 
 

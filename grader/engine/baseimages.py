@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import tarfile
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,13 @@ import requests.exceptions
 
 from grader.domain.dockerfile import ImageName, image_name
 from grader.domain.errors import BaseImageUnavailable, ConfigError, GraderError
-from grader.domain.settings import Settings
+from grader.domain.settings import (
+    CONFIG_NAME,
+    DEFAULT_PULL_TIMEOUT_S,
+    IMAGE_SOURCES,
+    Settings,
+    load_config,
+)
 from grader.engine.standins import (
     StandIn,
     current_recipe,
@@ -32,9 +37,8 @@ from grader.engine.standins import (
 
 Say = Callable[[str], None]
 
-SOURCES = ("local", "registry", "mirrors", "archives", "standins")
+SOURCES = IMAGE_SOURCES
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-CONFIG_NAME = "grader.toml"
 PROVIDED_RECORD = "provided-images.json"  # tags the harness added, so `images prune` finds them
 
 
@@ -45,7 +49,7 @@ class ImageSources:
     order: tuple[str, ...] = SOURCES
     mirrors: tuple[str, ...] = ()  # "mirror.example.edu", "host:5000" or "host/prefix"
     archives: tuple[Path, ...] = ()  # folders of `docker save` tarballs
-    pull_timeout_s: float = 300.0
+    pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S
 
     @property
     def standins(self) -> bool:
@@ -71,6 +75,7 @@ class ImageSources:
 
 def load_image_sources(
     config: Path | None,
+    settings: Settings,
     *,
     order: str | None = None,
     mirrors: Iterable[str] = (),
@@ -79,8 +84,8 @@ def load_image_sources(
     pull_timeout_s: float | None = None,
 ) -> ImageSources:
     """The `[images]` table of the configuration (`config`, else `grader.toml` in the working
-    folder when there is one), then the command line's settings over it."""
-    sources = ImageSources(pull_timeout_s=Settings.from_env().pull_timeout_s)
+    folder when there is one) over `settings`, then the command line's settings over it."""
+    sources = ImageSources(pull_timeout_s=settings.pull_timeout_s)
     path = config if config is not None else Path(CONFIG_NAME)
     if config is not None or path.is_file():
         sources = _read_config(path, sources)
@@ -101,50 +106,15 @@ def load_image_sources(
 
 
 def _read_config(path: Path, sources: ImageSources) -> ImageSources:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such configuration file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    unknown = set(data) - {"images"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; known: images")
-    table = data.get("images", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: images: must be a table")
-    known = {"sources", "mirrors", "archives", "standins", "pull_timeout_seconds"}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(
-            f"{path}: images.{sorted(unknown)[0]}: unknown key; known: {', '.join(sorted(known))}"
-        )
-
-    def strings(key: str) -> list[str]:
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{path}: images.{key}: must be a list of non-empty strings")
-        return value
-
-    if "sources" in table:
-        sources = replace(
-            sources, order=_check_order(strings("sources"), f"{path}: images.sources")
-        )
+    images = load_config(path).images
     sources = replace(
         sources,
-        mirrors=tuple(m.rstrip("/") for m in strings("mirrors")),
-        archives=tuple((path.parent / a).resolve() for a in strings("archives")),
+        order=tuple(s for s in images.sources if images.standins or s != "standins"),
+        mirrors=tuple(m.rstrip("/") for m in images.mirrors),
+        archives=tuple((path.parent / a).resolve() for a in images.archives),
     )
-    if "standins" in table:
-        if not isinstance(table["standins"], bool):
-            raise ConfigError(f"{path}: images.standins: must be true or false")
-        if not table["standins"]:
-            sources = replace(sources, order=tuple(s for s in sources.order if s != "standins"))
-    if "pull_timeout_seconds" in table:
-        timeout = table["pull_timeout_seconds"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"{path}: images.pull_timeout_seconds: must be a positive number")
-        sources = replace(sources, pull_timeout_s=float(timeout))
+    if images.pull_timeout_seconds is not None:
+        sources = replace(sources, pull_timeout_s=images.pull_timeout_seconds)
     return sources
 
 

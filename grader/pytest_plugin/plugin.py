@@ -186,7 +186,7 @@ def pytest_configure(config: pytest.Config) -> None:
         paths = discover([Path(p) for p in config.getoption("submissions")])
         run_id = _run_of(config)[0]
         # ".intake": no submission's scratch folder (named by its slug) can be called that
-        staging = Settings.from_env().run_dir(run_id) / ".intake"
+        staging = settings_of(config).run_dir(run_id) / ".intake"
         intakes = _intake(paths, report_dir.resolve() / "intake", staging)
     except GraderError as error:
         raise pytest.UsageError(str(error)) from None
@@ -280,6 +280,14 @@ def _distinct(intakes: list[Intake]) -> list[Intake]:
 
 
 _run_key = pytest.StashKey[tuple[str, "RunLock | None"]]()
+_settings_key = pytest.StashKey[Settings]()
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    """The host's settings, read from the environment once per process."""
+    if _settings_key not in config.stash:
+        config.stash[_settings_key] = Settings.from_env()
+    return config.stash[_settings_key]
 
 
 def _run_of(config: pytest.Config) -> tuple[str, RunLock | None]:
@@ -293,7 +301,7 @@ def _run_of(config: pytest.Config) -> tuple[str, RunLock | None]:
         else:
             run_id = new_run_id()
             try:
-                lock = RunLock(Settings.from_env(), run_id)
+                lock = RunLock(settings_of(config), run_id)
             except OSError as error:
                 raise GraderError(f"cannot start a grading run: {error}") from None
             config.stash[_run_key] = (run_id, lock)
@@ -499,7 +507,7 @@ class GradingSession:
             str, list[str]
         ] = {}  # base image -> every source tried  # submission id -> when its first check began
         self.report_dir = Path(config.getoption("report_dir")).resolve()
-        self.settings = Settings.from_env()
+        self.settings = settings_of(config)
         self._grader: Grader | None = None
         self._lock: RunLock | None = _run_of(config)[1]
         self.report: GradingReport | None = None
