@@ -45,6 +45,13 @@ class ImageBuild:
     problem: str | None = None  # set when the build could not start (Dockerfile, base image)
     model_origin: str | None = None  # inference image: "trained" or "committed" weights
 
+    @classmethod
+    def not_started(
+        cls, tag: str, problem: str, base_images: tuple[BaseImage, ...] = ()
+    ) -> ImageBuild:
+        """A build that could not start, and why: its Dockerfile, a base image, its context."""
+        return cls(tag, build=None, base_images=base_images, problem=problem)
+
     @property
     def ok(self) -> bool:
         return self.build is not None and self.build.ok
@@ -95,11 +102,10 @@ class ImageBuilder:
                 self.workspace.base_images.ensure(image) for image in dockerfile.external_images
             )
         except (DockerfileError, BaseImageUnavailable) as error:
-            return ImageBuild(tag, None, (), problem=str(error))
+            return ImageBuild.not_started(tag, str(error))
         if not context.is_dir():
-            return ImageBuild(
-                tag, None, bases, problem=f"build context {submission.shown(context)}/ is missing"
-            )
+            missing = f"build context {submission.shown(context)}/ is missing"
+            return ImageBuild.not_started(tag, missing, bases)
         for _attempt in range(BUILD_ATTEMPTS):
             build = self._build_once(submission, role, context, dockerfile_path, tag)
             if build.ok or not engine_store_race(build.error or ""):

@@ -34,7 +34,8 @@ class EnvStage:
             try:
                 workspace.base_images.ensure(ALPINE)
             except BaseImageUnavailable as error:
-                result = StepResult(False, f"{error}; run `grader setup` to build the stand-in")
+                missing = f"{error}; run `grader setup` to build the stand-in"
+                result = StepResult(ok=False, detail=missing)
             else:
                 # A container's start-up and first answers: as long as a server's may take.
                 timeout = workspace.profile.limits.server_ready_seconds

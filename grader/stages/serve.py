@@ -53,12 +53,8 @@ class ServeStage:
         serve = submission.serve
         tag = self.workspace.image_tag(submission, "serve")
         if not serve.context.is_dir():
-            return ImageBuild(
-                tag,
-                None,
-                (),
-                problem=f"build context {submission.shown(serve.context)}/ is missing",
-            )
+            missing = f"build context {submission.shown(serve.context)}/ is missing"
+            return ImageBuild.not_started(tag, missing)
         context, origin = prepare_serve_context(
             serve.context,
             serve.model_path,
@@ -66,14 +62,10 @@ class ServeStage:
             self.workspace.scratch(submission, "serve-context"),
         )
         if context is None:
-            return ImageBuild(tag, None, (), problem=origin)
+            return ImageBuild.not_started(tag, origin)
         if not serve.dockerfile.is_relative_to(serve.context):
-            return ImageBuild(
-                tag,
-                None,
-                (),
-                problem=f"{submission.shown(serve.dockerfile)} is outside the serve context",
-            )
+            outside = f"{submission.shown(serve.dockerfile)} is outside the serve context"
+            return ImageBuild.not_started(tag, outside)
         dockerfile = context / serve.dockerfile.relative_to(serve.context)
         shown = submission.shown(serve.dockerfile)
         return self.builder.build(submission, "serve", context, dockerfile, shown, origin)
