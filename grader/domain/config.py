@@ -29,7 +29,10 @@ _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]*)`")
 
 
 class Schema(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """A table of a configuration file: its keys, their types and defaults."""
+    """A table of a configuration file: its keys, their types and defaults.
+
+    Subclasses say `frozen=True` again: type checkers do not see it inherited.
+    """
 
 
 class Invalid(ValueError):
@@ -58,7 +61,9 @@ def read_toml(path: Path, error: type[GraderError], *, what: str = "file") -> di
     except tomllib.TOMLDecodeError as problem:
         raise error(f"{path}: not valid TOML ({problem})") from None
     except RecursionError:
-        raise error(f"{path}: nested too deeply to read") from None
+        raise error(
+            f"{path}: nested too deeply to read; a {what} holds a few plain tables"
+        ) from None
 
 
 def load_toml(path: Path, schema: type[T], error: type[GraderError], *, what: str = "file") -> T:

@@ -22,7 +22,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class ImagesTable(Schema):
+class ImagesTable(Schema, frozen=True):
     """`[images]`: where base images may come from."""
 
     sources: tuple[ImageSource, ...] = IMAGE_SOURCES  # tried in this order
@@ -36,7 +36,7 @@ class ImagesTable(Schema):
             raise Invalid("sources", "a source is named twice; name each once")
 
 
-class GraderConfig(Schema):
+class GraderConfig(Schema, frozen=True):
     """`grader.toml`."""
 
     images: ImagesTable = ImagesTable()
@@ -46,7 +46,7 @@ def load_config(path: Path) -> GraderConfig:
     return load_toml(path, GraderConfig, ConfigError, what="configuration file")
 
 
-class _Environment(Schema):
+class _Environment(Schema, frozen=True):
     GRADER_HOME: str | None = None
     DOCKER_HOST: str | None = None
     GRADER_PULL_TIMEOUT: Seconds = DEFAULT_PULL_TIMEOUT_S

@@ -9,11 +9,13 @@ resolved and must stay inside it.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+
+from grader.domain.config import Invalid, Schema, convert, read_toml
 from grader.domain.errors import ManifestError
 from grader.domain.intake import is_archive
 
@@ -43,6 +45,52 @@ LAYOUTS: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
     ),
 }
 HALF_NAMES = {"train": "training", "serve": "inference"}
+Digit = Annotated[int, msgspec.Meta(ge=0, le=9, description="a digit 0-9")]
+
+
+class StudentTable(Schema, frozen=True):
+    id: str | None = None  # None: the folder's (or the archive's) name
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.id is not None and not self.id.strip():
+            raise Invalid("id", "must not be empty; give your student id or leave the key out")
+
+
+class TrainTable(Schema, frozen=True):
+    context: str | None = None  # None: the folder holding the Dockerfile
+    dockerfile: str | None = None  # None: looked for by LAYOUTS
+    command: tuple[str, ...] = ()  # empty: the image's own CMD
+    model_file: str = "mnist_cnn.pt"  # what training writes to $OUTPUT_DIR
+
+    def __post_init__(self) -> None:
+        if not self.model_file or "/" in self.model_file or self.model_file in {".", ".."}:
+            raise Invalid("model_file", f"must be a plain file name, got {self.model_file!r}")
+
+
+class ServeTable(Schema, frozen=True):
+    context: str | None = None  # None: the folder holding the Dockerfile
+    dockerfile: str | None = None  # None: looked for by LAYOUTS
+    model_name: str = "mnist"
+    model_path: str = "mnist_cnn.pt"  # where the image expects the trained model, in its context
+    sample_image: str | None = None  # None: an image file naming one digit, in the context
+    sample_label: Digit | None = None  # None: the digit in the sample image's name
+
+    def __post_init__(self) -> None:
+        parts = Path(self.model_path).parts
+        if not self.model_path or Path(self.model_path).is_absolute() or ".." in parts:
+            raise Invalid(
+                "model_path",
+                f"must be a relative path inside the context, got {self.model_path!r}",
+            )
+
+
+class Manifest(Schema, frozen=True):
+    """`submission.toml`: every key has a default (SPEC section 2)."""
+
+    student: StudentTable = StudentTable()
+    train: TrainTable = TrainTable()
+    serve: ServeTable = ServeTable()
 
 
 @dataclass(frozen=True)
@@ -159,50 +207,28 @@ def load_submission(root: Path, default_id: str | None = None) -> Submission:
                 f"{manifest_path}: larger than {MAX_MANIFEST_BYTES // 1000} kB; a manifest holds "
                 "a few keys"
             )
-        try:
-            data = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise ManifestError(f"{manifest_path}: not valid TOML ({error})") from None
-        except RecursionError:
-            raise ManifestError(
-                f"{manifest_path}: nested too deeply to read; a manifest holds a few keys"
-            ) from None
-    reader = _ManifestReader(manifest_path, root)
-    reader.only_keys(data, "", {"student", "train", "serve"})
-    student = reader.section(data, "student", {"id", "name"})
-    train = reader.section(data, "train", {"context", "dockerfile", "command", "model_file"})
-    serve = reader.section(
-        data,
-        "serve",
-        {"context", "dockerfile", "model_name", "model_path", "sample_image", "sample_label"},
-    )
-    submission_id = reader.string(student, "student.id", default_id or root.name)
-    if not submission_id.strip():
-        reader.fail("student.id", "must not be empty")
-
+        data = read_toml(manifest_path, ManifestError, what="manifest")
+    manifest = convert(data, Manifest, source=manifest_path, error=ManifestError)
+    places = _Places(manifest_path, root)
     warnings: list[str] = []
-    train_context, train_dockerfile = _half(reader, train, "train", warnings)
-    serve_context, serve_dockerfile = _half(reader, serve, "serve", warnings)
-    command = train.get("command", [])
-    if not isinstance(command, list) or not all(isinstance(w, str) for w in command):
-        reader.fail("train.command", f"must be a list of strings, got {command!r}")
-
-    sample_image, sample_label = _sample(reader, serve, serve_context, warnings)
+    train_context, train_dockerfile = _half(places, manifest.train, "train", warnings)
+    serve_context, serve_dockerfile = _half(places, manifest.serve, "serve", warnings)
+    sample_image, sample_label = _sample(places, manifest.serve, serve_context, warnings)
     return Submission(
-        id=submission_id.strip(),
+        id=(manifest.student.id or default_id or root.name).strip(),
         root=root,
-        student_name=reader.optional_string(student, "student.name"),
+        student_name=manifest.student.name,
         train=TrainSpec(
             context=train_context,
             dockerfile=train_dockerfile,
-            command=tuple(command),
-            model_file=reader.file_name(train, "train.model_file", "mnist_cnn.pt"),
+            command=manifest.train.command,
+            model_file=manifest.train.model_file,
         ),
         serve=ServeSpec(
             context=serve_context,
             dockerfile=serve_dockerfile,
-            model_name=reader.string(serve, "serve.model_name", "mnist"),
-            model_path=reader.relative(serve, "serve.model_path", "mnist_cnn.pt"),
+            model_name=manifest.serve.model_name,
+            model_path=manifest.serve.model_path,
             sample_image=sample_image,
             sample_label=sample_label,
         ),
@@ -211,29 +237,29 @@ def load_submission(root: Path, default_id: str | None = None) -> Submission:
 
 
 def _half(
-    reader: _ManifestReader, table: dict[str, Any], half: str, warnings: list[str]
+    places: _Places, table: TrainTable | ServeTable, half: str, warnings: list[str]
 ) -> tuple[Path, Path]:
     """The build context and Dockerfile of one half: from the manifest, else found by layout."""
     context_key, dockerfile_key = f"{half}.context", f"{half}.dockerfile"
-    if "context" in table or ("dockerfile" in table and (reader.root / half).is_dir()):
-        context = reader.inside(reader.string(table, context_key, half), context_key)
-        dockerfile = reader.inside(
-            reader.string(table, dockerfile_key, "Dockerfile"), dockerfile_key, base=context
-        )
+    if table.context is not None or (
+        table.dockerfile is not None and (places.root / half).is_dir()
+    ):
+        context = places.inside(half if table.context is None else table.context, context_key)
+        named = "Dockerfile" if table.dockerfile is None else table.dockerfile
+        dockerfile = places.inside(named, dockerfile_key, base=context)
         return context, dockerfile
-    if "dockerfile" in table:  # no context given: the folder holding the Dockerfile
-        named = reader.string(table, dockerfile_key, "")
-        dockerfile = reader.inside(named, dockerfile_key)
-        return reader.inside(str(Path(named).parent), dockerfile_key), dockerfile
-    found = _find_dockerfile(reader.root, half)
+    if table.dockerfile is not None:  # no context given: the folder holding the Dockerfile
+        dockerfile = places.inside(table.dockerfile, dockerfile_key)
+        return places.inside(str(Path(table.dockerfile).parent), dockerfile_key), dockerfile
+    found = _find_dockerfile(places.root, half)
     if found is None:  # nothing of any layout: the default, reported missing by the checks
-        context = reader.inside(half, context_key)
+        context = places.inside(half, context_key)
         return context, context / "Dockerfile"
     name, passed_over = found
-    context = reader.inside(str(Path(name).parent), context_key)
+    context = places.inside(str(Path(name).parent), context_key)
     preferred = f" (preferred over {', '.join(passed_over)})" if passed_over else ""
     if name != f"{half}/Dockerfile":
-        where = "the submission folder" if context == reader.root else f"{Path(name).parent}/"
+        where = "the submission folder" if context == places.root else f"{Path(name).parent}/"
         warnings.append(
             f"no {half}/Dockerfile: the {HALF_NAMES[half]} image is built from {name}{preferred} "
             f"with {where} as build context; set {dockerfile_key} in {MANIFEST} to choose "
@@ -244,7 +270,7 @@ def _half(
             f"the {HALF_NAMES[half]} image is built from {name}{preferred}; set "
             f"{dockerfile_key} in {MANIFEST} to choose another file"
         )
-    return context, (reader.root / name).resolve()
+    return context, (places.root / name).resolve()
 
 
 def _find_dockerfile(root: Path, half: str) -> tuple[str, list[str]] | None:
@@ -281,19 +307,17 @@ def _file_inside(root: Path, path: Path) -> bool:
 
 
 def _sample(
-    reader: _ManifestReader, serve: dict[str, Any], context: Path, warnings: list[str]
+    places: _Places, serve: ServeTable, context: Path, warnings: list[str]
 ) -> tuple[Path | None, int | None]:
     """The student's own digit image and its label (from the manifest or the file name)."""
-    if "sample_image" in serve:
-        named = reader.string(serve, "serve.sample_image", "")
-        image = reader.inside(named, "serve.sample_image", base=context)
-        name = Path(named).stem
+    image: Path | None
+    if serve.sample_image is not None:
+        image = places.inside(serve.sample_image, "serve.sample_image", base=context)
+        name = Path(serve.sample_image).stem
     else:
-        found = _find_sample(reader.root, context, warnings)
+        found = _find_sample(places.root, context, warnings)
         image, name = (found[0], found[1].stem) if found else (None, "")
-    label = serve.get("sample_label")
-    if label is not None and (isinstance(label, bool) or label not in range(10)):
-        reader.fail("serve.sample_label", f"must be a digit 0-9, got {label!r}")
+    label = serve.sample_label
     if label is None and image is not None:
         digits = re.findall(r"(?<![0-9])([0-9])(?![0-9])", name)
         label = int(digits[-1]) if digits else None
@@ -338,56 +362,20 @@ def _names_a_digit(image: Path) -> bool:
     return [len(run) for run in re.findall(r"[0-9]+", image.stem)] == [1]
 
 
-class _ManifestReader:
+class _Places:
+    """Paths a manifest names, resolved; each must stay inside the submission."""
+
     def __init__(self, path: Path, root: Path) -> None:
         self.path = path
         self.root = root.resolve()
 
-    def fail(self, key: str, problem: str) -> None:
-        raise ManifestError(f"{self.path}: {key}: {problem}")
-
-    def only_keys(self, table: dict[str, Any], parent: str, allowed: set[str]) -> None:
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            where = f"{parent}.{unknown[0]}" if parent else unknown[0]
-            self.fail(where, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
-
-    def section(self, data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
-        value = data.get(name, {})
-        if not isinstance(value, dict):
-            self.fail(name, f"must be a table ([{name}]), got {value!r}")
-        self.only_keys(value, name, allowed)
-        return value
-
-    def string(self, table: dict[str, Any], key: str, default: str) -> str:
-        value = table.get(key.rsplit(".", 1)[-1], default)
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string, got {value!r}")
-        return value
-
-    def optional_string(self, table: dict[str, Any], key: str) -> str | None:
-        if key.rsplit(".", 1)[-1] not in table:
-            return None
-        return self.string(table, key, "")
-
-    def file_name(self, table: dict[str, Any], key: str, default: str) -> str:
-        value = self.string(table, key, default)
-        if not value or "/" in value or value in {".", ".."}:
-            self.fail(key, f"must be a plain file name, got {value!r}")
-        return value
-
-    def relative(self, table: dict[str, Any], key: str, default: str) -> str:
-        value = self.string(table, key, default)
-        parts = Path(value).parts
-        if not value or Path(value).is_absolute() or ".." in parts:
-            self.fail(key, f"must be a relative path inside the context, got {value!r}")
-        return value
-
     def inside(self, value: str, key: str, base: Path | None = None) -> Path:
         """`value` resolved against `base` (default: the submission); it must stay inside."""
         if not value:
-            self.fail(key, "must not be empty")
+            raise ManifestError(f"{self.path}: {key}: must not be empty")
         resolved = ((base or self.root) / value).resolve()
         if not resolved.is_relative_to(self.root):
-            self.fail(key, f"{value!r} leaves the submission folder; use a path inside it")
+            raise ManifestError(
+                f"{self.path}: {key}: {value!r} leaves the submission folder; use a path inside it"
+            )
         return resolved

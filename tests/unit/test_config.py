@@ -13,12 +13,12 @@ from grader.domain.errors import ConfigError
 from grader.domain.settings import Settings
 
 
-class Entry(Schema):
+class Entry(Schema, frozen=True):
     points: Annotated[float, msgspec.Meta(ge=0)]
     title: str = "untitled"
 
 
-class Limits(Schema):
+class Limits(Schema, frozen=True):
     cpus: Annotated[float, msgspec.Meta(gt=0)]
     pids: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 256
     label: Annotated[int, msgspec.Meta(ge=0, le=9, description="a digit 0-9")] | None = None
@@ -28,7 +28,7 @@ class Limits(Schema):
             raise Invalid("pids", f"must be at least cpus ({self.cpus:g}), got {self.pids}")
 
 
-class Example(Schema):
+class Example(Schema, frozen=True):
     entries: dict[str, Entry]
     limits: Limits
     tags: tuple[str, ...] = ()

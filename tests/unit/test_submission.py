@@ -50,27 +50,62 @@ def test_manifest_values(tmp_path):
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [
-        ("[train\n", "not valid TOML"),
         ("[trian]\n", "trian: unknown key; allowed here: serve, student, train"),
-        ("[train]\nepochs = 3\n", "train.epochs: unknown key"),
-        ('[train]\ncontext = "../other"\n', "train.context: '../other' leaves the submission"),
-        ('[train]\ndockerfile = "/etc/passwd"\n', "train.dockerfile: '/etc/passwd' leaves"),
-        ('[serve]\nsample_image = "../../x.png"\n', "serve.sample_image: '../../x.png' leaves"),
-        ('[train]\ncommand = "python t.py"\n', "train.command: must be a list of strings"),
-        ('[train]\nmodel_file = "out/m.pt"\n', "train.model_file: must be a plain file name"),
-        ('[serve]\nmodel_path = "../m.pt"\n', "serve.model_path: must be a relative path"),
+        (
+            "[train]\nepochs = 3\n",
+            "train.epochs: unknown key; allowed here: command, context, dockerfile, model_file",
+        ),
+        (
+            '[train]\ncontext = "../other"\n',
+            "train.context: '../other' leaves the submission folder; use a path inside it",
+        ),
+        ('[train]\ncontext = ""\n', "train.context: must not be empty"),
+        ('[train]\ncontext = "code"\ndockerfile = ""\n', "train.dockerfile: must not be empty"),
+        (
+            '[train]\ndockerfile = "/etc/passwd"\n',
+            "train.dockerfile: '/etc/passwd' leaves the submission folder; use a path inside it",
+        ),
+        (
+            '[serve]\nsample_image = "../../x.png"\n',
+            "serve.sample_image: '../../x.png' leaves the submission folder; use a path inside it",
+        ),
+        (
+            '[train]\ncommand = "python t.py"\n',
+            "train.command: must be a list of strings, got 'python t.py'",
+        ),
+        ('[train]\ncommand = ["python", 3]\n', "train.command[1]: must be a string, got 3"),
+        (
+            '[train]\nmodel_file = "out/m.pt"\n',
+            "train.model_file: must be a plain file name, got 'out/m.pt'",
+        ),
+        (
+            '[serve]\nmodel_path = "../m.pt"\n',
+            "serve.model_path: must be a relative path inside the context, got '../m.pt'",
+        ),
+        ("[serve]\nmodel_name = 5\n", "serve.model_name: must be a string, got 5"),
         ("[serve]\nsample_label = 12\n", "serve.sample_label: must be a digit 0-9, got 12"),
+        ("[serve]\nsample_label = true\n", "serve.sample_label: must be a digit 0-9, got true"),
         ("[student]\nid = 42\n", "student.id: must be a string, got 42"),
-        ('[student]\nid = " "\n', "student.id: must not be empty"),
-        ('student = "x"\n', "student: must be a table"),
+        (
+            '[student]\nid = " "\n',
+            "student.id: must not be empty; give your student id or leave the key out",
+        ),
+        ('student = "x"\n', "student: must be a table, got 'x'"),
     ],
 )
 def test_manifest_errors_name_file_key_and_problem(tmp_path, manifest, message):
     root = make(tmp_path, manifest)
     with pytest.raises(ManifestError) as raised:
         load_submission(root)
-    assert str(raised.value).startswith(str(root / "submission.toml"))
-    assert message in str(raised.value)
+    assert str(raised.value) == f"{root / 'submission.toml'}: {message}"
+
+
+def test_a_manifest_that_is_not_toml_is_one_line(tmp_path):
+    root = make(tmp_path, "[train\n")
+    with pytest.raises(ManifestError) as raised:
+        load_submission(root)
+    assert str(raised.value).startswith(f"{root / 'submission.toml'}: not valid TOML (")
+    assert "\n" not in str(raised.value)
 
 
 def test_symlinked_context_that_leaves_the_submission_is_refused(tmp_path):
