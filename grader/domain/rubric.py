@@ -13,31 +13,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from grader.domain.checks import CHECKS, Check, check_by_id, check_ids
 from grader.domain.errors import RubricError
 
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
 
-KNOWN_CHECKS = (
-    "env.alpine_run",
-    "env.alpine_interactive",
-    "train.dockerfile",
-    "train.build",
-    "train.run",
-    "train.reported_accuracy",
-    "train.model_artifact",
-    "serve.dockerfile",
-    "serve.build",
-    "serve.ping",
-    "serve.model_ready",
-    "serve.sample_prediction",
-    "serve.heldout_accuracy",
-)
 DATASETS = ("offline", "full")
 BUILD_NETWORKS = ("isolated", "none")  # grader/engine/buildnet.py knows what each means
 
 
 @dataclass(frozen=True)
 class CheckSpec:
+    """A check of grader/domain/checks.py with the points this rubric gives it."""
+
     id: str
     points: float
     title: str
@@ -118,10 +106,14 @@ def load_rubric(path: Path = DEFAULT_RUBRIC) -> Rubric:
             f"must be true (withhold the points of flagged checks) or false (keep them), "
             f"got {penalty!r}",
         )
-    checks = {
-        check_id: _check(reader, check_id, spec)
-        for check_id, spec in reader.child_table(data, "", "checks").items()
-    }
+    given = reader.table(data.get("checks", {}), "checks")
+    for check_id in given:
+        if check_by_id(check_id) is None:
+            reader.fail(
+                f"checks.{check_id}", f"unknown check id; known ones are {', '.join(check_ids())}"
+            )
+    # Every check of the harness, in its order; one the rubric leaves out keeps its default.
+    checks = {check.id: _check(reader, check, given.get(check.id, {})) for check in CHECKS}
     raw_profiles = reader.child_table(data, "", "profiles")
     profiles = {
         name: _profile(reader, name, _effective(reader, raw_profiles, name, ()))
@@ -132,16 +124,14 @@ def load_rubric(path: Path = DEFAULT_RUBRIC) -> Rubric:
     return Rubric(path, MappingProxyType(checks), MappingProxyType(profiles), penalty)
 
 
-def _check(reader: _Reader, check_id: str, spec: Any) -> CheckSpec:
-    key = f"checks.{check_id}"
-    if check_id not in KNOWN_CHECKS:
-        reader.fail(key, f"unknown check id; known ones are {', '.join(KNOWN_CHECKS)}")
+def _check(reader: _Reader, check: Check, spec: Any) -> CheckSpec:
+    key = f"checks.{check.id}"
     spec = reader.table(spec, key)
-    reader.only_keys(spec, key, {"points", "title"})
+    reader.only_keys(spec, key, {"points"})
     return CheckSpec(
-        id=check_id,
-        points=reader.number(spec, key, "points", minimum=0),
-        title=reader.string(spec, key, "title", default=check_id),
+        id=check.id,
+        points=reader.number(spec, key, "points", minimum=0, default=float(check.points)),
+        title=check.title,
     )
 
 

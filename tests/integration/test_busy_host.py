@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from grader.domain.rubric import KNOWN_CHECKS, Limits, load_rubric
+from grader.domain.checks import check_ids
+from grader.domain.rubric import Limits, load_rubric
 from grader.engine.daemon import connect
 from tests.busy import rubric_with_fewer_hidden_digits, saturate
 from tests.cli import ROOT, run_grader
@@ -23,7 +24,7 @@ from tests.examples import write_files, write_serve_variant
 
 pytestmark = pytest.mark.integration
 
-ALL = KNOWN_CHECKS
+ALL = check_ids()
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def test_the_list_of_waits_is_complete_and_true():
         module, name = wait.where.split(":")
         assert hasattr(importlib.import_module(module), name), wait.where
         assert wait.limit in limits, wait.limit
-        assert set(wait.checks) <= set(KNOWN_CHECKS)
+        assert set(wait.checks) <= set(ALL)
     assert {check for wait in WAITS for check in wait.checks} == set(load_rubric().checks)
 
 

@@ -25,8 +25,8 @@ def test_unknown_profile():
     [
         ('[checks."train.build"]', '[checks."train.bild"]', "checks.train.bild: unknown check id"),
         (
-            'points = 10\ntitle = "The training image',
-            'points = -1\ntitle = "The training image',
+            '[checks."train.build"]\npoints = 10',
+            '[checks."train.build"]\npoints = -1',
             "checks.train.build.points: must be at least 0, got -1",
         ),
         ("reported_accuracy = 0.90", "", "profiles.offline.targets.reported_accuracy: missing"),
