@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import docker
 import docker.errors
+import docker.models.networks
 
 BRIDGE_OPTION = "com.docker.network.bridge.name"
 BRIDGE_PREFIX = "l5gb-"  # interface names are at most 15 characters

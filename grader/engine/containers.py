@@ -27,6 +27,7 @@ import urllib3.exceptions
 
 from grader.engine.buildnet import bridge_of, remove_rules
 from grader.engine.cgroups import build_cgroup
+from grader.engine.daemon import api_of
 from grader.engine.forwarder import ForwarderError, internal_network, start_forwarder
 
 LABEL_PREFIX = "lab5-grader."
@@ -89,10 +90,12 @@ class _BuildAPIClient(docker.APIClient):
 
     extra_build_params: Mapping[str, str | int] = {}
 
+    # The stubs leave out docker-py's private request helpers (`_post`, `_get`, `_url`, ...).
     def _post(self, url: str, **kwargs: Any) -> requests.Response:
         if url.endswith("/build") and self.extra_build_params:
             kwargs["params"] = {**(kwargs.get("params") or {}), **self.extra_build_params}
-        return super()._post(url, **kwargs)
+        response: requests.Response = super()._post(url, **kwargs)  # type: ignore[misc]
+        return response
 
 
 @dataclass(frozen=True)
@@ -146,16 +149,17 @@ def build_image(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     files, size = context_size(context, dockerfile)
     if max_context_bytes is not None and size > max_context_bytes:
-        error = (
+        refused = (
             f"the build context {context.name}/ is {size / 1e6:,.0f} MB, more than the limit of "
             f"{max_context_bytes / 1e6:,.0f} MB; leave datasets, virtualenvs and checkpoints out "
             "(the grader mounts MNIST at /data) or list them in .dockerignore"
         )
         log_path.write_text(
-            f"build context: {files:,} files, {size / 1e6:.1f} MB\nERROR: {error}\n"
+            f"build context: {files:,} files, {size / 1e6:.1f} MB\nERROR: {refused}\n"
         )
-        return BuildResult(tag, False, log_path, 0.0, error)
-    api = _BuildAPIClient(version=client.api.api_version, timeout=None,
+        return BuildResult(tag, False, log_path, 0.0, refused)
+    # No client-side timeout (the stubs allow only an int): the watchdog below bounds the build.
+    api = _BuildAPIClient(version=client.api.api_version, timeout=None,  # type: ignore[arg-type]
                           **docker.utils.kwargs_from_env())  # fmt: skip
     cgroup = None
     if limits is not None:
@@ -288,7 +292,7 @@ def _remove_partial_build(client: docker.DockerClient, last_step: str) -> None:
     with contextlib.suppress(docker.errors.APIError):
         image = client.images.get(last_step)
         if not image.tags:
-            client.images.remove(image.id)
+            image.remove()
 
 
 def device_requests(gpus: str) -> list[docker.types.DeviceRequest]:
@@ -409,10 +413,13 @@ def run_to_exit(
 
 def writable_layer_bytes(container: docker.models.containers.Container) -> int:
     """What a container has written into its own file system (its writable layer) so far."""
-    api = container.client.api
-    # docker-py's inspect_container cannot ask for sizes; the endpoint can.
-    response = api._get(api._url("/containers/{0}/json", container.id), params={"size": 1})
-    return int(api._result(response, True).get("SizeRw") or 0)
+    api = api_of(container)
+    # docker-py's inspect_container cannot ask for sizes; the endpoint can. The stubs leave out
+    # the private request helpers that reach it.
+    url = api._url("/containers/{0}/json", container.id)  # type: ignore[attr-defined]
+    response = api._get(url, params={"size": 1})  # type: ignore[attr-defined]
+    found = api._result(response, True)  # type: ignore[attr-defined]
+    return int(found.get("SizeRw") or 0)
 
 
 @dataclass
@@ -485,7 +492,7 @@ def start_server(
             client,
             image=relay_image,
             network=network,
-            target=address or container.name,
+            target=address or container.name or container.short_id,
             ports=ports,
             labels=forwarder_labels,
             log_config=ENGINE_LOG,
@@ -570,7 +577,9 @@ def remove_labelled(
 ) -> int:
     """Remove every container and network (and image, unless told not to) carrying all of
     `labels`."""
-    selector = {"label": [f"{key}={value}" for key, value in labels.items()]}
+    selector: dict[str, str | list[str] | bool] = {
+        "label": [f"{key}={value}" for key, value in labels.items()]
+    }
     removed = 0
     for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
         # NotFound or "removal already in progress": either way it is going.
@@ -586,7 +595,7 @@ def remove_labelled(
             removed += 1
     for image in client.images.list(filters=selector) if images else []:
         with contextlib.suppress(docker.errors.APIError):
-            client.images.remove(image.id, force=True)
+            image.remove(force=True)
             removed += 1
     return removed
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.models.containers
 import requests.exceptions
 
 from grader.domain.errors import EngineUnavailable, SetupError
@@ -48,6 +49,13 @@ def try_connect(timeout_s: float = 120.0) -> docker.DockerClient | None:
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return None
     return client
+
+
+def api_of(container: docker.models.containers.Container) -> docker.APIClient:
+    """The low-level client of the engine `container` lives on."""
+    if container.client is None:
+        raise TypeError(f"container {container.short_id} was not made by a Docker client")
+    return container.client.api
 
 
 def connect() -> docker.DockerClient:

@@ -14,12 +14,14 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import docker
 import docker.errors
 import docker.models.containers
 import requests
+
+from grader.engine.daemon import api_of
 
 EXEC_TIMEOUT_S = 10.0
 EXEC_OUTPUT_BYTES = 1 << 20
@@ -67,6 +69,15 @@ class ExecTimedOut(Exception):
     pass
 
 
+@runtime_checkable
+class _Receiver(Protocol):
+    """What an exec's output is read from: a socket, or an ssh channel."""
+
+    def settimeout(self, value: float | None, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
 class ContainerInspector:
     """In-container facts of one running container."""
 
@@ -95,11 +106,17 @@ class ContainerInspector:
 
     def _exec(self, script: str, timeout_s: float) -> tuple[int | None, bytes]:
         deadline = time.monotonic() + timeout_s
-        api = self.container.client.api
+        api = api_of(self.container)
         created = api.exec_create(self.container.id, ["/bin/sh", "-c", script], stdout=True,
                                   stderr=False)  # fmt: skip
         stream = api.exec_start(created["Id"], socket=True)
-        raw: socket.socket = getattr(stream, "_sock", stream)
+        # Over a unix or TCP socket the stream wraps the socket, whose recv() honours a
+        # timeout; an ssh transport hands back its channel, which does the same.
+        inner = getattr(stream, "_sock", None)
+        raw: object = stream if inner is None else inner
+        if not isinstance(raw, _Receiver):
+            stream.close()
+            raise OSError(f"the engine's exec stream {type(raw).__name__} cannot time out")
         data = bytearray()
         try:
             while len(data) < EXEC_OUTPUT_BYTES + 8:

@@ -95,7 +95,8 @@ def start_forwarder(
             user="65534:65534",
             working_dir="/",
             network=front,
-            ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+            # A host port of None is a free one; the stubs allow only a number.
+            ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},  # type: ignore[misc]
             read_only=True,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

@@ -140,7 +140,7 @@ def live_runs(settings: Settings) -> list[str]:
 
 
 def _locked_run_ids() -> set[str]:
-    run_ids = set()
+    run_ids: set[str] = set()
     for folder in lock_folders():
         if folder.is_dir():
             run_ids.update(
@@ -176,7 +176,9 @@ def images_in_use(settings: Settings) -> set[str] | None:
     used: set[str] = set()
     for run_id in live_runs(settings):
         said = [
-            r["images"] for r in _records(settings, run_id) if isinstance(r.get("images"), list)
+            images
+            for record in _records(settings, run_id)
+            if isinstance(images := record.get("images"), list)
         ]
         if not said:
             return None
@@ -251,7 +253,7 @@ def _mounts_under(folder: Path) -> list[Path]:
 
 
 def _leftovers(client: docker.DockerClient, run_id: str, images: bool) -> bool:
-    selector = {"label": f"{RUN_LABEL}={run_id}"}
+    selector: dict[str, str | list[str] | bool] = {"label": f"{RUN_LABEL}={run_id}"}
     with contextlib.suppress(docker.errors.APIError):
         return bool(
             client.containers.list(all=True, filters=selector, ignore_removed=True)
@@ -288,13 +290,15 @@ def prune_kept_images(
         if image.labels.get(RUN_LABEL) in marked | {current_run}
     ]
     kept.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
-    total, removed, left = 0, [], set()
+    total = 0
+    removed: list[str] = []
+    left: set[str] = set()
     for image in kept:
         total += own_size.get(image.id, 0)
         run_id = image.labels[RUN_LABEL]
         if total > budget_bytes and run_id != current_run:
             with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id, force=True)
+                image.remove(force=True)
                 removed.extend(image.tags or [image.short_id])
                 total -= own_size.get(image.id, 0)
                 continue
