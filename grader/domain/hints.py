@@ -12,21 +12,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.domain.checks import CHECKS
 from grader.domain.results import SubmissionResult
 
 LANGUAGES = ("en", "zh")
 # The logs that belong to each check, in the submission's artifacts folder.
-STAGE_LOGS = {
-    "train.build": ("train-build.log",),
-    "train.run": ("train.log",),
-    "train.reported_accuracy": ("train.log",),
-    "train.model_artifact": ("train.log",),
-    "serve.build": ("serve-build.log",),
-    "serve.ping": ("server.log",),
-    "serve.model_ready": ("server.log",),
-    "serve.sample_prediction": ("server.log",),
-    "serve.heldout_accuracy": ("server.log",),
-}
+STAGE_LOGS = {check.id: check.logs for check in CHECKS if check.logs}
 LOG_TAIL_CHARS = 20_000
 
 

@@ -12,6 +12,7 @@ from typing import IO
 
 import pytest
 
+from grader.domain.checks import check_by_test
 from grader.domain.inert import terminal_safe
 from grader.domain.results import SubmissionResult
 from grader.pytest_plugin.parallel import submission_of_nodeid
@@ -107,10 +108,12 @@ class Progress:
 
 
 def check_of_nodeid(nodeid: str) -> str:
-    """The rubric check a node id runs: `.../test_train.py::test_run[id]` -> `train.run`."""
+    """The check a node id runs: `.../test_train.py::test_run[id]` -> `train.run`; a test that
+    implements no check shows as its own name."""
     path, _, test = nodeid.partition("::")
-    module = os.path.basename(path).removesuffix(".py").removeprefix("test_")
-    return f"{module}.{test.split('[', 1)[0].removeprefix('test_')}"
+    function = test.split("[", 1)[0]
+    check = check_by_test(os.path.basename(path).removesuffix(".py"), function)
+    return check.id if check is not None else function
 
 
 class TerminalBoard:
