@@ -7,12 +7,13 @@ the dotted key, what is wrong and how to fix it, raised as the caller's `GraderE
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -84,12 +85,15 @@ def convert(
 
     `strict=False` also takes numbers and booleans written as strings (environment variables).
     """
-    try:
-        return msgspec.convert(data, schema, strict=strict)
-    except msgspec.ValidationError as failure:
-        keys, problem = _explain(failure, data, schema, strict)
-        key = dotted((*prefix, *keys))
-        raise error(f"{source}: {key}: {problem}" if key else f"{source}: {problem}") from None
+    found = _unknown_key(data, schema)
+    if found is None:
+        try:
+            return msgspec.convert(data, schema, strict=strict)
+        except msgspec.ValidationError as failure:
+            found = _explain(failure, data, schema, strict)
+    keys, problem = found
+    key = dotted((*prefix, *keys))
+    raise error(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
 def dotted(keys: tuple[str, ...] | list[str]) -> str:
@@ -140,12 +144,52 @@ def _explain(
     if isinstance(cause, ValueError | TypeError):
         return keys, str(cause)
     if unknown := _UNKNOWN.fullmatch(problem):
-        allowed = ", ".join(sorted(f.encode_name for f in msgspec.structs.fields(_bare(kind))))
+        allowed = ", ".join(sorted(_fields(_bare(kind)) or ()))
         return [*keys, unknown["name"]], f"unknown key; allowed here: {allowed}"
     if missing := _MISSING.fullmatch(problem):
         field = _child(kind, missing["name"])
         return [*keys, missing["name"]], f"missing; set it to {describe(field)}"
     return keys, f"must be {describe(kind)}, got {_shown(value)}"
+
+
+def _unknown_key(data: Any, kind: Any) -> tuple[list[str], str] | None:
+    """The first key, in the file's order, that no table of `kind` has. msgspec finds these
+    itself in structs but not in dataclasses, which schemas use for the objects other modules
+    `replace` and `asdict`."""
+    if kind is Any:
+        return None
+    fields = _fields(_bare(kind))
+    if fields is not None:
+        if not isinstance(data, Mapping):
+            return None
+        for key, value in data.items():
+            if key not in fields:
+                return [key], f"unknown key; allowed here: {', '.join(sorted(fields))}"
+            if found := _unknown_key(value, fields[key]):
+                return [key, *found[0]], found[1]
+        return None
+    entry_kind = _child(kind, "")
+    entries = (
+        data.items()
+        if isinstance(data, Mapping)
+        else ((f"[{index}]", item) for index, item in enumerate(data))
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in entries:
+        if found := _unknown_key(value, entry_kind):
+            return [key, *found[0]], found[1]
+    return None
+
+
+def _fields(kind: Any) -> dict[str, Any] | None:
+    """The keys of a struct or dataclass and their types; None for any other type."""
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return {field.encode_name: field.type for field in msgspec.structs.fields(kind)}
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = get_type_hints(kind, include_extras=True)
+        return {field.name: hints[field.name] for field in dataclasses.fields(kind) if field.init}
+    return None
 
 
 def _bare(kind: Any) -> Any:
@@ -166,11 +210,9 @@ def _bare(kind: Any) -> Any:
 def _child(kind: Any, name: str) -> Any:
     """The type of key `name` of a struct, or of any entry of a table or list."""
     kind = _bare(kind)
-    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        for field in msgspec.structs.fields(kind):
-            if field.encode_name == name:
-                return field.type
-        return Any
+    fields = _fields(kind)
+    if fields is not None:
+        return fields.get(name, Any)
     args = get_args(kind)
     if get_origin(kind) in (dict, Mapping):
         return args[1]
@@ -214,7 +256,9 @@ def _words(info: msgspec.inspect.Type) -> str:
             "a table": "tables",
         }
         return f"a list of {plural[item]}" if item in plural else f"a list, each item {item}"
-    if isinstance(info, msgspec.inspect.StructType | msgspec.inspect.DictType):
+    if isinstance(
+        info, msgspec.inspect.StructType | msgspec.inspect.DataclassType | msgspec.inspect.DictType
+    ):
         return "a table"
     return "a valid value"
 

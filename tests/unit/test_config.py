@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -28,11 +29,24 @@ class Limits(Schema, frozen=True):
             raise Invalid("pids", f"must be at least cpus ({self.cpus:g}), got {self.pids}")
 
 
+@dataclass(frozen=True)
+class Window:
+    """A table read into a dataclass: msgspec itself lets unknown keys through these."""
+
+    width: Annotated[int, msgspec.Meta(ge=1)]
+    height: int = 10
+
+    def __post_init__(self) -> None:
+        if self.height > self.width:
+            raise Invalid("height", f"must be at most width ({self.width}), got {self.height}")
+
+
 class Example(Schema, frozen=True):
     entries: dict[str, Entry]
     limits: Limits
     tags: tuple[str, ...] = ()
     strict: bool = False
+    windows: dict[str, Window] = msgspec.field(default_factory=dict)
 
 
 GOOD = '[entries."a.b"]\npoints = 1\n[entries.c]\npoints = 2\n[limits]\ncpus = 1\n'
@@ -58,14 +72,30 @@ def test_defaults_are_applied(tmp_path):
     example = load(tmp_path, GOOD)
     assert example.entries["a.b"] == Entry(points=1.0, title="untitled")
     assert example.limits.pids == 256 and example.limits.label is None
-    assert example.tags == () and example.strict is False
+    assert example.tags == () and example.strict is False and example.windows == {}
+    windows = load(tmp_path, GOOD + "[windows.w]\nwidth = 20\n").windows
+    assert windows == {"w": Window(width=20, height=10)}
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         # unknown keys, at the top, in a table, in an entry named with a dot
-        ("extra = 1\n" + GOOD, "extra: unknown key; allowed here: entries, limits, strict, tags"),
+        (
+            "extra = 1\n" + GOOD,
+            "extra: unknown key; allowed here: entries, limits, strict, tags, windows",
+        ),
+        (
+            GOOD + "[windows.w]\nwidth = 20\ndepth = 3\n",
+            "windows.w.depth: unknown key; allowed here: height, width",
+        ),
+        (GOOD + "[windows.w]\nheight = 3\n", "windows.w.width: missing; set it to a whole "
+         "number at least 1"),
+        (
+            GOOD + "[windows.w]\nwidth = 2\nheight = 3\n",
+            "windows.w.height: must be at most width (2), got 3",
+        ),
+        (GOOD + "[windows]\nw = 2\n", "windows.w: must be a table, got 2"),
         (GOOD + "swap = 1\n", "limits.swap: unknown key; allowed here: cpus, label, pids"),
         (
             GOOD.replace("points = 1\n", "points = 1\npoint = 2\n"),
