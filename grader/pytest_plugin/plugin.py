@@ -66,6 +66,7 @@ from grader.engine.standins import BASE_IMAGE
 from grader.engine.watchdog import Budget, Watchdog, check_budget
 from grader.pytest_plugin.parallel import SubmissionScheduling
 from grader.pytest_plugin.progress import BOARD_KEY, Progress
+from grader.pytest_plugin.registered import validate_collection
 from grader.reports.files import summary_lines, write_reports, write_results
 from grader.reports.store import load as load_stored
 from grader.reports.store import load_cleared, rescore, submission_key
@@ -723,24 +724,7 @@ class GradingSession:
     def pytest_collection_modifyitems(
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
-        implemented = set()
-        for item in items:
-            marker = item.get_closest_marker(CHECK_MARKER)
-            if marker is None:
-                continue
-            check_id = marker.args[0]
-            implemented.add(check_id)
-            if check_id not in self.rubric.checks:
-                raise pytest.UsageError(
-                    f"{self.rubric.path}: check {check_id!r} has no entry; "
-                    f'add [checks."{check_id}"]'
-                )
-        missing = [check_id for check_id in self.rubric.checks if check_id not in implemented]
-        if missing:
-            raise pytest.UsageError(
-                f"{self.rubric.path}: checks {', '.join(missing)} are not implemented by the "
-                "collected check modules (run with --pyargs grader.pytest_plugin.checks)"
-            )
+        validate_collection(items, CHECK_MARKER)
         order = {check_id: index for index, check_id in enumerate(self.rubric.checks)}
         submissions = {sid: index for index, sid in enumerate(self.intakes)}
 

@@ -1,4 +1,4 @@
-"""The plugin refuses check modules that do not match the rubric."""
+"""The plugin refuses check modules that do not match the table of checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ GRADER_HOME = Settings.from_env().home
 
 
 @pytest.mark.integration
-def test_checks_must_match_the_rubric(pytester, monkeypatch):
+def test_checks_must_match_the_table_of_checks(pytester, monkeypatch):
     monkeypatch.setenv("GRADER_HOME", str(GRADER_HOME))  # pytester moves HOME
     pytester.mkdir("sub").joinpath("train").mkdir()
     pytester.makepyfile(
@@ -24,4 +24,11 @@ def test_checks_must_match_the_rubric(pytester, monkeypatch):
     )
     result = pytester.runpytest("--submissions", "sub", "-p", "no:randomly")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*check 'train.bogus' has no entry*"])
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: the check tests do not match the checks: "
+            "test_checks_must_match_the_table_of_checks.py::test_x is marked "
+            "@check('train.bogus'), which is no check of grader/domain/checks.py; *"
+            "no collected test implements env.alpine_run (test_env.py::test_alpine_run), *"
+        ]
+    )

@@ -181,3 +181,44 @@ def test_checks_no_test_implements():
         "env.alpine_interactive (test_env.py::test_alpine_interactive); grade with the check "
         "modules (--pyargs grader.pytest_plugin.checks)"
     ]
+
+
+CONFTEST = """
+from grader.pytest_plugin.registered import validate_collection
+
+def pytest_collection_modifyitems(items):
+    validate_collection(items, "check")
+"""
+
+
+def write_check_modules(pytester, rename=None):
+    """One module per stage with a test per check, each run for two submissions."""
+    pytester.makeconftest(CONFTEST)
+    modules: dict[str, list[str]] = {}
+    for check_id in CONTRACT:
+        stage, name = check_id.split(".")
+        function = rename.get(check_id, f"test_{name}") if rename else f"test_{name}"
+        modules.setdefault(f"test_{stage}", ["import pytest"]).append(
+            f'@pytest.mark.check("{check_id}")\n'
+            '@pytest.mark.parametrize("sid", ["alice", "bob"])\n'
+            f"def {function}(sid):\n    pass\n"
+        )
+    pytester.makepyfile(**{name: "\n\n".join(body) for name, body in modules.items()})
+
+
+def test_collection_of_matching_check_modules_goes_on(pytester):
+    write_check_modules(pytester)
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2 * len(CONTRACT))
+
+
+def test_collection_stops_when_a_test_does_not_match_its_check(pytester):
+    write_check_modules(pytester, rename={"serve.ping": "test_pong"})
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: the check tests do not match the checks: check 'serve.ping' is marked on "
+        "test_serve.py::test_pong, but grader/domain/checks.py names test_serve.py::test_ping; "
+        "rename the test or correct the table"
+    )
+    result.assert_outcomes()  # nothing ran
