@@ -25,10 +25,9 @@ from grader.domain.inert import terminal_safe
 from grader.domain.intake import is_archive
 from grader.domain.results import report_from_json, submission_from_json
 from grader.domain.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
-from grader.domain.settings import Settings
+from grader.domain.settings import CONFIG_NAME, Settings
 from grader.domain.submission import discover, is_submission_dir, load_submission, slugify
 from grader.engine.baseimages import (
-    CONFIG_NAME,
     SOURCES,
     BaseImageProvider,
     ImageSources,
@@ -378,7 +377,7 @@ def _grade(args: argparse.Namespace) -> int:
         board = TerminalBoard(sys.stdout)
     try:
         if board is not None:
-            sys.stdout = board  # type: ignore[assignment]  # the board draws under all output
+            sys.stdout = board  # the board draws under all output
         code = pytest.main(pytest_args + args.pytest_args, plugins=[board] if board else [])
     finally:
         if board is not None:
@@ -416,8 +415,8 @@ def _flags(args: argparse.Namespace) -> int:
     if args.flags_command == "list":
         cleared = load_cleared(report_dir)
         count = 0
-        for sid, result in report.submissions.items():
-            for flag in result.integrity_flags:
+        for sid, listed in report.submissions.items():
+            for flag in listed.integrity_flags:
                 count += 1
                 state = "cleared" if flag.id in cleared.get(sid, set()) else "STANDING"
                 print(terminal_safe(f"{sid}:{flag.id}  {state}  {flag.message}"))

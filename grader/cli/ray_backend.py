@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import io
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -156,7 +157,7 @@ class RayBatch:
     def run(self) -> GradingReport:
         import ray
 
-        ray.init(address=self.address, logging_level="ERROR", log_to_driver=False,
+        ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
                  _node_ip_address=_address_host(self.address))  # fmt: skip
         try:
             return self._grade(ray)

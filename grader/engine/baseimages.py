@@ -183,8 +183,15 @@ class BaseImageProvider:
 
     def _provide(self, reference: str) -> BaseImage:
         tried: list[str] = []
+        sources: dict[str, Callable[[str, list[str]], BaseImage | None]] = {
+            "local": self._from_local,
+            "registry": self._from_registry,
+            "mirrors": self._from_mirrors,
+            "archives": self._from_archives,
+            "standins": self._from_standins,
+        }
         for source in self.sources.order:
-            found = getattr(self, f"_from_{source}")(reference, tried)
+            found = sources[source](reference, tried)
             if found is not None:
                 image = self.client.images.get(reference)
                 return replace(found, image_id=image.id)
@@ -311,7 +318,8 @@ class BaseImageProvider:
 def load_archive(client: docker.DockerClient, archive: Path) -> None:
     """`docker load` of one archive, streamed from the file (gzip too: the engine unpacks it)."""
     with open(archive, "rb") as data:
-        for _ in client.api.load_image(data):
+        # The stubs leave load_image (like inspect_distribution) unannotated.
+        for _ in client.api.load_image(data):  # type: ignore[no-untyped-call]
             pass
 
 
@@ -385,7 +393,7 @@ def _manifest_error(provider: BaseImageProvider, reference: str) -> str | None:
     api = docker.APIClient(version=provider.client.api.api_version, timeout=timeout,
                            **docker.utils.kwargs_from_env())  # fmt: skip
     try:
-        api.inspect_distribution(reference)
+        api.inspect_distribution(reference)  # type: ignore[no-untyped-call]
         return None
     except docker.errors.APIError as error:
         text = (error.explanation or str(error)).strip()

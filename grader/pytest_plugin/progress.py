@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import TextIO
 
 import pytest
 
@@ -128,7 +128,7 @@ class TerminalBoard:
 
     ERASE_ROWS = "\x1b[{}F\x1b[J"  # to the start of the row n rows up, then clear below
 
-    def __init__(self, terminal: IO[str], interval: float = 1.0) -> None:
+    def __init__(self, terminal: TextIO, interval: float = 1.0) -> None:
         self._terminal = terminal
         self._out = os.fdopen(os.dup(terminal.fileno()), "w", encoding=terminal.encoding)
         self._lock = threading.RLock()
