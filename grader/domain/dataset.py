@@ -122,7 +122,13 @@ def augment(pixels: bytes, rng: random.Random) -> bytes:
     angle = rng.uniform(low, high) * rng.choice((-1, 1))
     shift = (rng.uniform(-SHIFT_PX, SHIFT_PX), rng.uniform(-SHIFT_PX, SHIFT_PX))
     image = Image.frombytes("L", (COLS, ROWS), pixels)
-    moved = image.rotate(angle, resample=Image.Resampling.BICUBIC, translate=shift, fillcolor=0)
+    # Pillow's annotation asks for whole pixels; it moves by fractions of a pixel as well.
+    moved = image.rotate(
+        angle,
+        resample=Image.Resampling.BICUBIC,
+        translate=shift,  # type: ignore[arg-type]
+        fillcolor=0,
+    )
     return moved.tobytes()
 
 

@@ -374,10 +374,10 @@ def _extract(archive: Path, folder: Path, entries: list[Entry]) -> None:
         with tarfile.open(archive) as handle:
             for member in handle:
                 if member.isfile():
-                    source = handle.extractfile(member)
-                    assert source is not None
-                    with source:
-                        _copy(source, folder / normal_name(member.name))
+                    extracted = handle.extractfile(member)
+                    assert extracted is not None
+                    with extracted:
+                        _copy(extracted, folder / normal_name(member.name))
     except UNREADABLE as error:
         raise ArchiveRefused(
             f"{archive.name}: refused, it could not be unpacked ({type(error).__name__}: {error})"

@@ -68,7 +68,7 @@ class _DeadlineSocket(socket.socket):
         self.received += len(data)
         return data
 
-    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+    def sendall(self, data: Any, flags: int = 0) -> None:
         self._arm()  # since Python 3.5 the timeout bounds the whole sendall
         super().sendall(data, flags)
 
