@@ -12,12 +12,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.domain.checks import check_by_id
 from grader.domain.dataset import Dataset
 from grader.domain.errors import GraderError
 from grader.domain.results import SubmissionResult, submission_from_json, submission_to_json
@@ -85,32 +86,46 @@ def rescore(
     cleared: Collection[str] = (),
 ) -> SubmissionResult:
     """Apply the current points, targets and integrity rules to a stored result; `cleared` are
-    the ids of its flags a TA cleared."""
+    the ids of its flags a TA cleared. A check judged against a target (see the table of checks)
+    is judged again from the measurement of the same name; every other keeps its status."""
     measured = result.measurements
-    targets = profile.targets
     for check_id, check in result.checks.items():
         spec = rubric.checks[check_id]
         check.title, check.max_points = spec.title, spec.points
+        target = _target_of(check_id)
         decided = check.status in ("passed", "failed")
-        problem: str | None = None
-        if check_id == "train.reported_accuracy" and decided and "reported_accuracy" in measured:
-            problem = reported_accuracy_problem(
-                measured["reported_accuracy"],
-                measured.get("reported_accuracy_where", "reported"),
-                targets.reported_accuracy,
-            )
-        elif check_id == "serve.heldout_accuracy" and decided and "heldout_accuracy" in measured:
-            if measured.get("heldout_errors", 0) < measured.get("heldout_total", 0):
-                problem = heldout_accuracy_problem(measured, targets.heldout_accuracy)
-            else:
-                problem = check.message
-        else:
+        if target is None or not decided or target not in measured:
             check.points = spec.points if check.status == "passed" else 0.0
             continue
+        problem = JUDGED_AGAIN[target](measured, getattr(profile.targets, target), check.message)
         check.status, check.message = ("failed", problem) if problem else ("passed", "")
         check.points = 0.0 if problem else spec.points
-    review(result, targets, rubric.integrity_penalty, cleared)
+    review(result, profile.targets, rubric.integrity_penalty, cleared)
     return result
+
+
+def _target_of(check_id: str) -> str | None:
+    check = check_by_id(check_id)
+    return check.target if check is not None else None
+
+
+def _reported_again(measured: dict[str, Any], target: float, message: str) -> str | None:
+    where = measured.get("reported_accuracy_where", "reported")
+    return reported_accuracy_problem(measured["reported_accuracy"], where, target)
+
+
+def _heldout_again(measured: dict[str, Any], target: float, message: str) -> str | None:
+    if measured.get("heldout_errors", 0) < measured.get("heldout_total", 0):
+        return heldout_accuracy_problem(measured, target)
+    return message  # every prediction failed: no accuracy to judge, the failure stands
+
+
+# The target's name -> the verdict on its measurement: (measurements, target, message as
+# graded) -> the problem, or None when it is met.
+JUDGED_AGAIN: dict[str, Callable[[dict[str, Any], float, str], str | None]] = {
+    "reported_accuracy": _reported_again,
+    "heldout_accuracy": _heldout_again,
+}
 
 
 # --- a TA's decisions on flags, kept apart from the results that re-scoring rewrites ----------
