@@ -28,12 +28,42 @@ def digits(count, seed=0):
     return Digits(pixels, bytes(i % 10 for i in range(count)))
 
 
-def test_idx_round_trip_plain_and_gz(tmp_path):
-    original = digits(25)
-    images, labels = tmp_path / "images-idx3-ubyte.gz", tmp_path / "labels-idx1-ubyte"
-    images.write_bytes(gzip.compress(encode_idx_images(original.pixels, original.count)))
-    labels.write_bytes(encode_idx_labels(original.labels))
-    assert read_digits(images, labels) == original
+# IDX files written byte by byte from the format's definition (yann.lecun.com/exdb/mnist): a
+# big-endian 32-bit magic number (0x00000803: unsigned bytes in 3 dimensions, 0x00000801: in 1),
+# one big-endian 32-bit size per dimension, then the data row by row.
+TWO_PIXELS = bytes(range(256)) * 3 + bytes(784 * 2 - 768)
+TWO_IMAGES = (
+    b"\x00\x00\x08\x03"  # magic: unsigned bytes, 3 dimensions
+    + b"\x00\x00\x00\x02"  # 2 images
+    + b"\x00\x00\x00\x1c"  # 28 rows
+    + b"\x00\x00\x00\x1c"  # 28 columns
+    + TWO_PIXELS
+)
+TWO_LABELS = b"\x00\x00\x08\x01" + b"\x00\x00\x00\x02" + b"\x07\x03"
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_files_written_by_hand_are_read(tmp_path, compress):
+    suffix = ".gz" if compress else ""
+    images = tmp_path / f"images-idx3-ubyte{suffix}"
+    labels = tmp_path / f"labels-idx1-ubyte{suffix}"
+    images.write_bytes(gzip.compress(TWO_IMAGES) if compress else TWO_IMAGES)
+    labels.write_bytes(gzip.compress(TWO_LABELS) if compress else TWO_LABELS)
+    read = read_digits(images, labels)
+    assert (read.pixels, read.labels, read.count) == (TWO_PIXELS, b"\x07\x03", 2)
+    assert read.image(1) == TWO_PIXELS[784:]
+
+
+def test_idx_files_are_written_as_the_format_defines():
+    assert encode_idx_images(TWO_PIXELS, 2) == TWO_IMAGES
+    assert encode_idx_labels(b"\x07\x03") == TWO_LABELS
+
+
+def test_labels_and_images_are_not_taken_for_each_other(tmp_path):
+    (tmp_path / "i").write_bytes(TWO_IMAGES)
+    (tmp_path / "l").write_bytes(TWO_LABELS)
+    with pytest.raises(DatasetError, match="0x00000801 is not that of MNIST images"):
+        read_digits(tmp_path / "l", tmp_path / "i")
 
 
 @pytest.mark.parametrize(
