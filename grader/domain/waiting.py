@@ -5,18 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass
-class Probe:
-    """The outcome of one poll: `value` when the wait is over, else what was seen this time."""
+@dataclass(frozen=True)
+class Probe(Generic[T]):
+    """The outcome of one poll: when `done`, the `value` the wait gives; else what was seen."""
 
-    value: object = None
+    value: T | None = None
     seen: str = ""
     done: bool = False
+
+    def __post_init__(self) -> None:
+        if self.done and self.value is None:
+            raise ValueError("a probe that is done must carry the value the wait gives")
 
 
 class Deadline:
@@ -55,7 +59,7 @@ class NotReady(Exception):
 
 
 def wait_for(
-    probe: Callable[[], Probe],
+    probe: Callable[[], Probe[T]],
     *,
     what: str,
     expected: str,
@@ -64,7 +68,7 @@ def wait_for(
     interval_s: float = 0.25,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> object:
+) -> T:
     """Call `probe` until it reports done or `timeout_s` passes; return its value or raise.
 
     A probe that can block must bound itself by what is left of the same `timeout_s` (see
@@ -74,7 +78,7 @@ def wait_for(
     seen = ""
     while True:
         outcome = probe()
-        if outcome.done:
+        if outcome.done and outcome.value is not None:
             return outcome.value
         seen = outcome.seen or seen
         remaining = deadline - clock()

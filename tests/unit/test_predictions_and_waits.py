@@ -87,6 +87,13 @@ def test_wait_returns_the_value_when_ready():
     assert wait_for(lambda: next(answers), what="w", expected="e", timeout_s=5, interval_s=0) == 42
 
 
+def test_a_probe_that_is_done_must_carry_a_value():
+    with pytest.raises(ValueError, match="a probe that is done must carry the value the wait"):
+        Probe(done=True)
+    ready = Probe(done=True, value=0)  # a falsy value still ends the wait
+    assert wait_for(lambda: ready, what="w", expected="e", timeout_s=5, interval_s=0) == 0
+
+
 def test_wait_times_out_with_an_explanation():
     now = [0.0]
     slept = []
