@@ -37,12 +37,13 @@ class Schema(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
 
 
 class Invalid(ValueError):
-    """A schema's `__post_init__` refuses the value of one of its keys."""
+    """A schema's `__post_init__` refuses the value of one of its keys (or of a key below one:
+    a tuple of keys)."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
+    def __init__(self, key: str | tuple[str, ...], problem: str) -> None:
+        self.keys = (key,) if isinstance(key, str) else key
         self.problem = problem
+        super().__init__(f"{dotted(self.keys)}: {problem}")
 
 
 def read_toml(path: Path, error: type[GraderError], *, what: str = "file") -> dict[str, Any]:
@@ -140,7 +141,7 @@ def _explain(
             )
     cause = failure.__cause__
     if isinstance(cause, Invalid):
-        return [*keys, cause.key], cause.problem
+        return [*keys, *cause.keys], cause.problem
     if isinstance(cause, ValueError | TypeError):
         return keys, str(cause)
     if unknown := _UNKNOWN.fullmatch(problem):

@@ -353,8 +353,11 @@ def test_check_seconds_below_a_stage_limit_is_refused(tmp_path):
         "a check may run a whole stage, got 600"
     )
     path = _rubric(tmp_path, "check_seconds = 1200", 'check_seconds = "long"')
-    with pytest.raises(RubricError, match=r"limits\.check_seconds: must be a number, got 'long'"):
+    with pytest.raises(RubricError) as raised:
         load_rubric(path)
+    assert str(raised.value) == (
+        f"{path}: profiles.offline.limits.check_seconds: must be a number at least 1, got 'long'"
+    )
 
 
 def test_check_seconds_defaults_to_the_longest_stage_and_five_minutes(tmp_path):

@@ -120,7 +120,9 @@ def test_the_rubric_changes_points_not_titles(tmp_path):
     )
     with pytest.raises(RubricError) as raised:
         load_rubric(path)
-    assert str(raised.value) == f"{path}: checks.serve.ping.title: unknown key; allowed: points"
+    assert str(raised.value) == (
+        f'{path}: checks."serve.ping".title: unknown key; allowed here: points'
+    )
 
 
 def test_a_rubric_naming_an_unknown_check_is_one_line(tmp_path):
@@ -129,7 +131,7 @@ def test_a_rubric_naming_an_unknown_check_is_one_line(tmp_path):
     with pytest.raises(RubricError) as raised:
         load_rubric(path)
     assert str(raised.value) == (
-        f"{path}: checks.serve.pong: unknown check id; known ones are " + ", ".join(CONTRACT)
+        f'{path}: checks."serve.pong": unknown check id; known ones are ' + ", ".join(CONTRACT)
     )
 
 

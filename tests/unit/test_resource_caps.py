@@ -104,9 +104,17 @@ def test_a_huge_metrics_file_is_not_read(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("model_mb", "0", "profiles.offline.limits.model_mb: must be at least 1, got 0"),
-        ("output_mb", '"big"', "profiles.offline.limits.output_mb: must be a number, got 'big'"),
-        ("writable_mb", "-5", "profiles.offline.limits.writable_mb: must be at least 1, got -5"),
+        ("model_mb", "0", "profiles.offline.limits.model_mb: must be a number at least 1, got 0"),
+        (
+            "output_mb",
+            '"big"',
+            "profiles.offline.limits.output_mb: must be a number at least 1, got 'big'",
+        ),
+        (
+            "writable_mb",
+            "-5",
+            "profiles.offline.limits.writable_mb: must be a number at least 1, got -5",
+        ),
     ],
 )
 def test_copy_out_limits_are_validated(tmp_path, key, value, message):
