@@ -65,7 +65,8 @@ def test_the_board_stays_under_the_output_and_is_erased_before_text(tmp_path: Pa
         board.write("test_x\n")
         board.close()
     text = terminal_file.read_text()
-    erase = TerminalBoard.ERASE_ROWS.format(2)
+    # ECMA-48: CSI 2 F (cursor to the start of the line 2 rows up), CSI J (erase to the end)
+    erase = "\x1b[2F\x1b[J"
     assert text == (f"before\nrow one\nrow two\n{erase}PASSED test_x\nrow one\nrow two\n{erase}")
 
 
