@@ -18,6 +18,8 @@ from grader.domain.checks import (
 )
 from grader.domain.errors import RubricError
 from grader.domain.rubric import DEFAULT_RUBRIC, Targets, load_rubric
+from grader.domain.verdicts import DERIVED_FLAGS
+from grader.pytest_plugin.progress import check_of_nodeid
 
 # The product contract's rubric (SPEC.md section 4): check ids in order, default points.
 CONTRACT = {
@@ -224,3 +226,23 @@ def test_collection_stops_when_a_test_does_not_match_its_check(pytester):
         "rename the test or correct the table"
     )
     result.assert_outcomes()  # nothing ran
+
+
+# --- readers of the table ---------------------------------------------------------------------
+
+
+def test_progress_names_the_check_a_node_runs():
+    assert check_of_nodeid("grader/pytest_plugin/checks/test_serve.py::test_dockerfile[a]") == (
+        "serve.dockerfile"
+    )
+    assert check_of_nodeid("checks/test_train.py::test_dockerfile[a]") == "train.dockerfile"
+    assert check_of_nodeid("test_env.py::test_alpine_interactive[b[1]]") == (
+        "env.alpine_interactive"
+    )
+    # A test that implements no check shows as itself.
+    assert check_of_nodeid("tests/test_other.py::test_something[a]") == "test_something"
+
+
+def test_the_checks_integrity_flags_concern_are_checks():
+    concerned = {check_id for checks in DERIVED_FLAGS.values() for check_id in checks}
+    assert concerned and concerned <= set(CONTRACT)
