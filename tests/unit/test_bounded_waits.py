@@ -397,12 +397,9 @@ def test_a_hung_exec_is_explained_once_and_not_tried_again():
 
 
 def test_a_check_out_of_time_fails_naming_the_limit_unless_the_engine_could_not_stop_it():
-    from grader.pytest_plugin.plugin import (
-        CheckFailure,
-        ContainersNotStopped,
-        _ran_out,
-        classify_exception,
-    )
+    from grader.pytest_plugin.checking import CheckFailure, classify_exception
+    from grader.pytest_plugin.deadlines import ContainersNotStopped
+    from grader.pytest_plugin.deadlines import ran_out as _ran_out
 
     watchdog = Watchdog(1, lambda: None)
     with pytest.raises(CheckFailure) as raised:

@@ -443,9 +443,10 @@ def _hand_in(batch: Path, name: str, manifest: str | None = None) -> Path:
 
 
 def _take_in_batch(tmp_path: Path, batch: Path) -> list:
-    from grader.pytest_plugin.plugin import _intake
+    from grader.pytest_plugin.intake import take_in_all
 
-    return _intake(discover([batch]), tmp_path / "reports" / "intake", tmp_path / "run" / ".intake")
+    staging = tmp_path / "run" / ".intake"
+    return take_in_all(discover([batch]), tmp_path / "reports" / "intake", staging)
 
 
 def test_every_folder_is_graded_from_its_private_copy(tmp_path):
@@ -493,7 +494,7 @@ def test_a_claimed_student_id_flags_both_and_keeps_both(tmp_path):
 
 
 def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
-    import grader.pytest_plugin.plugin
+    import grader.pytest_plugin.intake
 
     batch = tmp_path / "batch"
     _hand_in(batch, "good")
@@ -501,14 +502,14 @@ def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
     _zip(batch / "nameless.zip", {"a/train/Dockerfile": b"x"})
     with zipfile.ZipFile(batch / "nameless.zip", "a") as handle:
         handle.writestr(zipfile.ZipInfo(""), b"x")
-    real = grader.pytest_plugin.plugin.load_submission
+    real = grader.pytest_plugin.intake.load_submission
 
     def load(folder, default_id=None):
         if default_id == "odd":
             raise RuntimeError("something unforeseen")
         return real(folder, default_id)
 
-    monkeypatch.setattr(grader.pytest_plugin.plugin, "load_submission", load)
+    monkeypatch.setattr(grader.pytest_plugin.intake, "load_submission", load)
     intakes = {intake.id: intake for intake in _take_in_batch(tmp_path, batch)}
     assert intakes["good"].submission is not None
     assert str(intakes["odd"].problem) == (

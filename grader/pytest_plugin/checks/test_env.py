@@ -7,13 +7,13 @@ from grader.pytest_plugin.plugin import SubmissionGrading, check, fail_check
 
 @check("env.alpine_run")
 def test_alpine_run(grading: SubmissionGrading) -> None:
-    step = grading.grader.alpine_step("run")
+    step = grading.alpine_step("run")
     if not step.ok:
         fail_check(step.detail, step.transcript)
 
 
 @check("env.alpine_interactive")
 def test_alpine_interactive(grading: SubmissionGrading) -> None:
-    step = grading.grader.alpine_step("interactive")
+    step = grading.alpine_step("interactive")
     if not step.ok:
         fail_check(step.detail, step.transcript)

@@ -29,7 +29,7 @@ def test_build(grading: SubmissionGrading) -> None:
 @check("serve.ping")
 def test_ping(grading: SubmissionGrading) -> None:
     server = grading.server()
-    outcome = grading.grader.server_healthy(grading.submission)
+    outcome = grading.server_health()
     if not outcome.ok:
         fail_check(outcome.message, outcome.log)
     _record_processes(grading, server)
@@ -57,7 +57,7 @@ def _verify_served_model(grading: SubmissionGrading, server: Server) -> None:
     submission = grading.submission
     origin = grading.serving_build().model_origin
     expected = (
-        grading.grader.trained_model(submission)
+        grading.trained_model()
         if origin == "trained"
         else submission.serve.context / submission.serve.model_path
     )
@@ -83,7 +83,7 @@ def _verify_served_model(grading: SubmissionGrading, server: Server) -> None:
 @check("serve.model_ready")
 def test_model_ready(grading: SubmissionGrading) -> None:
     grading.require_healthy_server()
-    outcome = grading.grader.model_ready(grading.submission)
+    outcome = grading.model_readiness()
     if not outcome.ok:
         fail_check(outcome.message, outcome.log)
     server = grading.server()
@@ -124,7 +124,7 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
     server = grading.require_ready_model()
     assert server.api is not None
     profile = grading.profile
-    sample = grading.session.hidden_sample()
+    sample = grading.hidden_sample()
     digits = sample.digits
     result = predict_heldout(
         server.api,
@@ -141,7 +141,7 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
         heldout_seed=sample.seed,
         heldout_pool=sample.pool_size,
     )
-    artifacts = grading.grader.artifacts(grading.submission)
+    artifacts = grading.artifacts()
     (artifacts / "heldout.json").write_text(
         json.dumps(
             {

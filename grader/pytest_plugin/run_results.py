@@ -1,0 +1,143 @@
+"""The results of one grading run: a record per submission, stored results taken instead of
+grading unchanged submissions again, check outcomes recorded, and the reports written.
+
+With pytest-xdist, workers record results and send them with each test report; only the
+controlling process keeps the run's report and writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from grader.domain.dataset import Dataset
+from grader.domain.results import (
+    CheckResult,
+    GradingReport,
+    Status,
+    SubmissionResult,
+    submission_from_json,
+    submission_to_json,
+)
+from grader.domain.rubric import Profile, Rubric
+from grader.domain.submission import slugify
+from grader.domain.verdicts import review
+from grader.pytest_plugin.intake import Intake
+from grader.reports.files import write_reports, write_results
+from grader.reports.store import load as load_stored
+from grader.reports.store import rescore, submission_key
+from grader.reports.store import store as store_result
+
+RESULT_PROPERTY = "lab5-grader.result"
+FINISHED_PROPERTY = "lab5-grader.finished"
+
+
+class RunResults:
+    """Every submission's result record in this process, and the run's reports."""
+
+    def __init__(
+        self,
+        report: GradingReport,
+        rubric: Rubric,
+        profile: Profile,
+        report_dir: Path,
+        cleared: dict[str, set[str]],
+        controls: bool,
+    ) -> None:
+        self.report = report
+        self.rubric = rubric
+        self.profile = profile
+        self.report_dir = report_dir
+        self.cleared = cleared  # submission id -> flags a TA cleared
+        self.controls = controls  # only the controlling process writes reports
+        self.keys: dict[str, str] = {}  # submission id -> key of what its grading depends on
+        self.reused: list[str] = []  # submissions whose stored results were taken
+
+    def result_for(self, intake: Intake) -> SubmissionResult:
+        result = self.report.submission(
+            intake.id,
+            intake.source or intake.path,
+            self.report_dir / "artifacts" / slugify(intake.id),
+        )
+        for note in intake.notes:
+            result.note(note)
+        for flag in intake.flags:
+            result.flag(flag, "student-id")
+        if intake.submission:
+            result.student_name = intake.submission.student_name
+            for warning in intake.submission.warnings:
+                result.note(warning)
+        return result
+
+    def review(self, result: SubmissionResult) -> None:
+        """Flags, "unverified" notes and points of a result, under this run's rubric."""
+        cleared = self.cleared.get(result.submission_id, set())
+        review(result, self.profile.targets, self.rubric.integrity_penalty, cleared)
+
+    def take_stored(
+        self, intakes: Iterable[Intake], dataset: Dataset, hidden: str | None, force: bool
+    ) -> list[str]:
+        """Take unchanged submissions' stored results (re-scored) instead of grading them; the
+        ids of those taken."""
+        for intake in intakes:
+            if intake.submission is None:
+                continue
+            key = submission_key(intake.path, self.rubric, self.profile, dataset, hidden)
+            self.keys[intake.id] = key
+            stored = None if force else load_stored(self.report_dir, intake.id, key)
+            if stored is not None:
+                cleared = self.cleared.get(intake.id, set())
+                self.report.submissions[intake.id] = rescore(
+                    stored, self.rubric, self.profile, cleared
+                )
+                self.reused.append(intake.id)
+        return self.reused
+
+    def record(
+        self,
+        intake: Intake,
+        check_id: str,
+        outcome: tuple[Status, str, str],
+        duration_s: float,
+    ) -> tuple[str, str]:
+        """Record a check's outcome; the user property that carries the result to the
+        controlling process (itself, when serial)."""
+        status, message, log = outcome
+        spec = self.rubric.checks[check_id]
+        result = self.result_for(intake)
+        result.checks[check_id] = CheckResult(
+            check_id=check_id,
+            title=spec.title,
+            status=status,
+            points=spec.points if status == "passed" else 0.0,
+            max_points=spec.points,
+            message=message,
+            log_excerpt=log,
+            duration_s=duration_s,
+        )
+        self.review(result)
+        return RESULT_PROPERTY, json.dumps(submission_to_json(result))
+
+    def receive(
+        self,
+        properties: Iterable[tuple[str, object]],
+        finished: Callable[[SubmissionResult], None],
+    ) -> None:
+        """In the controlling process: take in the results a test report carries, store a
+        finished submission's result, and write the reports."""
+        for name, value in properties:
+            if name == RESULT_PROPERTY:
+                result = submission_from_json(json.loads(str(value)))
+                self.report.submissions[result.submission_id] = result
+                self.write()
+            elif name == FINISHED_PROPERTY and str(value) in self.report.submissions:
+                done = self.report.submissions[str(value)]
+                if str(value) in self.keys:
+                    store_result(self.report_dir, done, self.keys[str(value)])
+                self.write(everything=True)
+                finished(done)
+
+    def write(self, everything: bool = False) -> None:
+        if self.controls:
+            (write_reports if everything else write_results)(self.report, self.report_dir)
