@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from grader.domain.reasons import Fact, Reason
+
 Status = Literal["passed", "failed", "skipped", "error"]
 
 
@@ -24,6 +26,15 @@ class CheckResult:
     log_excerpt: str = ""
     duration_s: float = 0.0
     withheld_by: list[str] = field(default_factory=list)  # flags withholding a pass's points
+    # Why it failed, as data: a code of grader/domain/reasons.py and its facts ("" and {} when
+    # it did not fail, or failed before reasons were recorded).
+    reason: str = ""
+    facts: dict[str, Fact] = field(default_factory=dict)
+
+    def failed_for(self, why: Reason | None) -> None:
+        """Record why the check failed (or forget it, with None)."""
+        self.reason = why.code if why else ""
+        self.facts = dict(why.facts) if why else {}
 
 
 @dataclass
@@ -138,8 +149,18 @@ def submission_to_json(result: SubmissionResult) -> dict[str, Any]:
         "measurements": result.measurements,
         "training_curve": result.training_curve,
         "wrong_digits": [asdict(digit) for digit in result.wrong_digits],
-        "checks": {cid: asdict(check) for cid, check in result.checks.items()},
+        "checks": {cid: check_to_json(check) for cid, check in result.checks.items()},
     }
+
+
+def check_to_json(check: CheckResult) -> dict[str, Any]:
+    """A check as results.json holds it: no reason or facts when there are none, so that results
+    stored before checks had reasons are written again byte for byte."""
+    document = asdict(check)
+    for key in ("reason", "facts"):
+        if not document[key]:
+            del document[key]
+    return document
 
 
 def submission_from_json(data: dict[str, Any]) -> SubmissionResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Literal
 
+from grader.domain.reasons import Failure, reason
 from grader.domain.results import Flag, SubmissionResult
 from grader.domain.rubric import Targets
 
@@ -25,27 +26,41 @@ DERIVED_FLAGS = {
 }
 
 
-def reported_accuracy_problem(value: float, where: str, target: float) -> str | None:
+def reported_accuracy_failure(value: float, where: str, target: float) -> Failure | None:
     if value >= target:
         return None
-    return (
+    return Failure(
         f"reported accuracy {value:.4f} ({where}) is below the target {target:.4f}; train "
-        "longer or improve the model"
+        "longer or improve the model",
+        reason("train.reported_accuracy/below-target", reported=value, target=target),
     )
 
 
-def heldout_accuracy_problem(measurements: dict[str, Any], target: float) -> str | None:
+def reported_accuracy_problem(value: float, where: str, target: float) -> str | None:
+    failure = reported_accuracy_failure(value, where, target)
+    return failure.message if failure else None
+
+
+def heldout_accuracy_failure(measurements: dict[str, Any], target: float) -> Failure | None:
     measured = measurements["heldout_accuracy"]
     if measured >= target:
         return None
     failures = measurements.get("heldout_errors", 0)
     example = measurements.get("heldout_error_example")
     errors = f"; {failures} requests failed, e.g. {example}" if failures and example else ""
-    return (
-        f"accuracy on {measurements['heldout_total']} hidden digits is {measured:.4f}, below the "
+    total = measurements["heldout_total"]
+    return Failure(
+        f"accuracy on {total} hidden digits is {measured:.4f}, below the "
         f"target {target:.4f}{errors}; if training reported more, the served model may differ "
-        "from the trained one (model definition, preprocessing)"
-    )
+        "from the trained one (model definition, preprocessing)",
+        reason("serve.heldout_accuracy/below-target", accuracy=measured, target=target,
+               total=total),
+    )  # fmt: skip
+
+
+def heldout_accuracy_problem(measurements: dict[str, Any], target: float) -> str | None:
+    failure = heldout_accuracy_failure(measurements, target)
+    return failure.message if failure else None
 
 
 def integrity_flag(measurements: dict[str, Any], targets: Targets) -> str | None:

@@ -21,10 +21,11 @@ from grader import __version__
 from grader.domain.checks import check_by_id
 from grader.domain.dataset import Dataset
 from grader.domain.errors import GraderError
+from grader.domain.reasons import Failure
 from grader.domain.results import SubmissionResult, submission_from_json, submission_to_json
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.submission import slugify
-from grader.domain.verdicts import heldout_accuracy_problem, reported_accuracy_problem, review
+from grader.domain.verdicts import heldout_accuracy_failure, reported_accuracy_failure, review
 from grader.reports.files import write_atomically
 
 CLEARED_FILE = "flags-cleared.json"
@@ -97,9 +98,14 @@ def rescore(
         if target is None or not decided or target not in measured:
             check.points = spec.points if check.status == "passed" else 0.0
             continue
-        problem = JUDGED_AGAIN[target](measured, getattr(profile.targets, target), check.message)
-        check.status, check.message = ("failed", problem) if problem else ("passed", "")
-        check.points = 0.0 if problem else spec.points
+        verdict = JUDGED_AGAIN[target](measured, getattr(profile.targets, target), check.message)
+        if isinstance(verdict, Failure):
+            check.status, check.message = "failed", verdict.message
+            check.failed_for(verdict.reason)
+        elif verdict is None:
+            check.status, check.message = "passed", ""
+            check.failed_for(None)
+        check.points = 0.0 if verdict else spec.points
     review(result, profile.targets, rubric.integrity_penalty, cleared)
     return result
 
@@ -109,20 +115,21 @@ def _target_of(check_id: str) -> str | None:
     return check.target if check is not None else None
 
 
-def _reported_again(measured: dict[str, Any], target: float, message: str) -> str | None:
+def _reported_again(measured: dict[str, Any], target: float, message: str) -> Failure | None:
     where = measured.get("reported_accuracy_where", "reported")
-    return reported_accuracy_problem(measured["reported_accuracy"], where, target)
+    return reported_accuracy_failure(measured["reported_accuracy"], where, target)
 
 
-def _heldout_again(measured: dict[str, Any], target: float, message: str) -> str | None:
+def _heldout_again(measured: dict[str, Any], target: float, message: str) -> Failure | str | None:
     if measured.get("heldout_errors", 0) < measured.get("heldout_total", 0):
-        return heldout_accuracy_problem(measured, target)
+        return heldout_accuracy_failure(measured, target)
     return message  # every prediction failed: no accuracy to judge, the failure stands
 
 
 # The target's name -> the verdict on its measurement: (measurements, target, message as
-# graded) -> the problem, or None when it is met.
-JUDGED_AGAIN: dict[str, Callable[[dict[str, Any], float, str], str | None]] = {
+# graded) -> the failure, the message as graded when that failure stands as it was, or None
+# when the target is met.
+JUDGED_AGAIN: dict[str, Callable[[dict[str, Any], float, str], Failure | str | None]] = {
     "reported_accuracy": _reported_again,
     "heldout_accuracy": _heldout_again,
 }

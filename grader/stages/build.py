@@ -14,6 +14,7 @@ from pathlib import Path
 
 from grader.domain.dockerfile import read_dockerfile
 from grader.domain.errors import BaseImageUnavailable, DockerfileError, EngineFault
+from grader.domain.reasons import Reason, reason
 from grader.domain.submission import Submission
 from grader.engine.baseimages import BaseImage
 from grader.engine.buildnet import build_network, firewall_problem
@@ -28,6 +29,14 @@ ENGINE_STORE_RACE = re.compile(  # the engine's own words, at the start of its e
 )
 BUILD_ATTEMPTS = 3
 BUILD_NETWORK_NOTE = "build-network"  # its note is said once per grader, whatever its reason
+# What the builder says when a COPY or ADD source is not in the context: the classic builder
+# ("COPY failed: file not found in build context ...: stat <file>: file does not exist") and
+# BuildKit ("failed to compute cache key: ... "/<file>" not found").
+COPY_MISSING = re.compile(
+    r"(?:COPY|ADD) failed: (?:.*?stat (?P<stat>\S+): file does not exist|no source files)"
+    r"|failed to compute cache key: .*?\"/?(?P<key>[^\"]+)\" not found"
+)
+UNNAMED_FILE = "(the builder does not name it)"
 
 
 def engine_store_race(error: str) -> bool:
@@ -44,13 +53,25 @@ class ImageBuild:
     base_images: tuple[BaseImage, ...]
     problem: str | None = None  # set when the build could not start (Dockerfile, base image)
     model_origin: str | None = None  # inference image: "trained" or "committed" weights
+    failed_for: Reason | None = None  # why it failed or could not start, as data
 
     @classmethod
     def not_started(
-        cls, tag: str, problem: str, base_images: tuple[BaseImage, ...] = ()
+        cls,
+        tag: str,
+        problem: str,
+        base_images: tuple[BaseImage, ...] = (),
+        reason: Reason | None = None,
     ) -> ImageBuild:
         """A build that could not start, and why: its Dockerfile, a base image, its context."""
-        return cls(tag, build=None, base_images=base_images, problem=problem)
+        return cls(tag, None, base_images, problem=problem, failed_for=reason)
+
+    @property
+    def reason(self) -> Reason | None:
+        """Why the build failed, as data (without the check id), or None when it did not."""
+        if self.ok:
+            return None
+        return self.failed_for or reason("failed", error=self.error)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +83,18 @@ class ImageBuild:
             return self.problem
         assert self.build is not None
         return self.build.error or ""
+
+
+def build_failure(build: BuildResult, limit_s: float) -> Reason | None:
+    """Why a build the builder ran failed, from what the builder said; None when it did not."""
+    if build.ok:
+        return None
+    if build.timed_out:
+        return reason("timeout", limit_s=limit_s)
+    copy = COPY_MISSING.search(build.error or "")
+    if copy:
+        return reason("copy-missing", file=copy["stat"] or copy["key"] or UNNAMED_FILE)
+    return reason("failed", error=build.error or "")
 
 
 class ImageBuilder:
@@ -101,15 +134,24 @@ class ImageBuilder:
             bases = tuple(
                 self.workspace.base_images.ensure(image) for image in dockerfile.external_images
             )
-        except (DockerfileError, BaseImageUnavailable) as error:
-            return ImageBuild.not_started(tag, str(error))
+        except BaseImageUnavailable as error:
+            return ImageBuild.not_started(tag, str(error), reason=error.reason)
+        except DockerfileError as error:
+            unreadable = reason("dockerfile", file=str(shown_as))
+            return ImageBuild.not_started(tag, str(error), reason=unreadable)
         if not context.is_dir():
-            missing = f"build context {submission.shown(context)}/ is missing"
-            return ImageBuild.not_started(tag, missing, bases)
+            shown = submission.shown(context)
+            missing = f"build context {shown}/ is missing"
+            folder = reason("context-missing", folder=f"{shown}/")
+            return ImageBuild.not_started(tag, missing, bases, folder)
         for _attempt in range(BUILD_ATTEMPTS):
             build = self._build_once(submission, role, context, dockerfile_path, tag)
             if build.ok or not engine_store_race(build.error or ""):
-                return ImageBuild(tag, build, bases, model_origin=model_origin)
+                limit_s = self.workspace.profile.limits.build_seconds
+                return ImageBuild(
+                    tag, build, bases, model_origin=model_origin,
+                    failed_for=build_failure(build, limit_s),
+                )  # fmt: skip
             self.workspace.say(f"{submission.id}: the engine lost an image under the {role} build "
                                f"({build.error}); building again")  # fmt: skip
         fault = EngineFault(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grader.domain.reasons import Failure, reason
 from grader.domain.submission import Submission, slugify
 from grader.engine.containers import ResourceLimits, own_network, start_server, stop_server
 from grader.engine.standins import BASE_IMAGE
@@ -20,7 +21,7 @@ from grader.stages.serving import (
     SERVER_PORTS,
     Outcome,
     Server,
-    prepare_serve_context,
+    serve_context,
     wait_healthy,
     wait_model_ready,
 )
@@ -53,19 +54,26 @@ class ServeStage:
         serve = submission.serve
         tag = self.workspace.image_tag(submission, "serve")
         if not serve.context.is_dir():
-            missing = f"build context {submission.shown(serve.context)}/ is missing"
-            return ImageBuild.not_started(tag, missing)
-        context, origin = prepare_serve_context(
+            shown = submission.shown(serve.context)
+            missing = f"build context {shown}/ is missing"
+            return ImageBuild.not_started(
+                tag, missing, reason=reason("context-missing", folder=f"{shown}/")
+            )
+        prepared = serve_context(
             serve.context,
             serve.model_path,
             self.trainer.trained_model(submission),
             self.workspace.scratch(submission, "serve-context"),
         )
-        if context is None:
-            return ImageBuild.not_started(tag, origin)
+        if isinstance(prepared, Failure):
+            return ImageBuild.not_started(tag, prepared.message, reason=prepared.reason)
+        context, origin = prepared
         if not serve.dockerfile.is_relative_to(serve.context):
-            outside = f"{submission.shown(serve.dockerfile)} is outside the serve context"
-            return ImageBuild.not_started(tag, outside)
+            shown = submission.shown(serve.dockerfile)
+            outside = f"{shown} is outside the serve context"
+            return ImageBuild.not_started(
+                tag, outside, reason=reason("dockerfile-outside", file=str(shown))
+            )
         dockerfile = context / serve.dockerfile.relative_to(serve.context)
         shown = submission.shown(serve.dockerfile)
         return self.builder.build(submission, "serve", context, dockerfile, shown, origin)

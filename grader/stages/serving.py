@@ -15,13 +15,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from PIL import Image
 
 from grader.domain.dataset import ROWS, Digits
+from grader.domain.errors import ReasonedError
 from grader.domain.intake import IntakeRefused, copy_tree
 from grader.domain.predictions import PredictionFormatError, parse_prediction
+from grader.domain.reasons import Failure, Reason, reason
 from grader.domain.waiting import Deadline, NotReady, Probe, wait_for
 from grader.engine.containers import RunningServer
 from grader.engine.diagnosis import ContainerInspector, Listener
@@ -42,7 +45,6 @@ LOOK_INSIDE_EVERY_S = 2.0
 NOT_EXECUTABLE = re.compile(r"exec [^\n]*: no such file or directory")
 LAST_CALL_S = 0.5  # the least a call gets at the end of a wait: a wait may overrun by this
 READY_LIMIT = "server_ready_seconds"
-INCOMPLETE = "an incomplete answer"
 BIND_ADVICE = (
     "set inference_address=http://0.0.0.0:8080 and management_address=http://0.0.0.0:8081 in "
     "config.properties"
@@ -54,6 +56,141 @@ class Outcome:
     ok: bool
     message: str = ""
     log: str = ""
+    reason: Reason | None = None  # why not ok, as data; its code lacks the check id
+
+
+# What one look at a server that is not ready yet found. Each says itself in a wait's message.
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """No HTTP answer at all: the connection was refused, reset or timed out."""
+
+    error: str  # the kind of error, e.g. ConnectionError
+    api: str = ""
+
+    def __str__(self) -> str:
+        return f"no HTTP answer{self.api} ({self.error})"
+
+
+@dataclass(frozen=True)
+class IncompleteAnswer:
+    """An answer that began but did not end within the time a call had."""
+
+    error: str
+    api: str = ""
+
+    def __str__(self) -> str:
+        return f"an incomplete answer{self.api}: {self.error}"
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An HTTP answer other than the one waited for."""
+
+    status: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status} {self.text.strip()[:200]!r}"
+
+
+@dataclass(frozen=True)
+class TokenRetry:
+    """Token authorization refused the call; the next one carries the key_file.json keys."""
+
+    def __str__(self) -> str:
+        return "token required; retrying with the key from key_file.json"
+
+
+@dataclass(frozen=True)
+class TokenMissing:
+    """Token authorization refused the call and no key_file.json was found to read."""
+
+    status: int
+
+    def __str__(self) -> str:
+        return (
+            f"HTTP {self.status}: token authorization failed and no key_file.json was found in "
+            "the container"
+        )
+
+
+@dataclass(frozen=True)
+class NoModel:
+    """The management API lists no model at all."""
+
+    def __str__(self) -> str:
+        return "no model is registered"
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The model is registered; these are its workers' statuses, none READY."""
+
+    statuses: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"workers: {', '.join(self.statuses) or 'none'}"
+
+
+Seen = NoAnswer | IncompleteAnswer | HttpAnswer | TokenRetry | TokenMissing | NoModel | Workers
+
+
+# How a wait for a server ended before its time ran out.
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The server container stopped."""
+
+
+@dataclass(frozen=True)
+class Healthy:
+    """/ping answered {"status": "Healthy"}."""
+
+
+@dataclass(frozen=True)
+class LoopbackOnly:
+    """The inference port listens on a loopback address only: published ports cannot reach it."""
+
+    listener: Listener
+
+
+@dataclass(frozen=True)
+class PortsElsewhere:
+    """TorchServe's other ports listen, the inference port does not: the API is elsewhere."""
+
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The model is not registered under the name asked for; these names are."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A worker of the model is READY."""
+
+    statuses: tuple[str, ...]
+
+
+HealthEnd = Exited | Healthy | LoopbackOnly | PortsElsewhere
+ReadyEnd = Exited | Registered | Ready
+
+
+class _Looks:
+    """What a wait's probe saw last, typed, for the diagnosis after the wait ran out."""
+
+    def __init__(self) -> None:
+        self.last: Seen | None = None
+
+    def saw(self, state: Seen) -> Probe[Any]:
+        self.last = state
+        return Probe(seen=str(state))
 
 
 @dataclass
@@ -63,6 +200,7 @@ class Server:
     running: RunningServer
     api: TorchServeAPI | None  # None when the container exited before its ports were published
     notes: list[str] = field(default_factory=list)
+    token_read: bool = False  # token authorization was on and the keys were read to get through
     _inspector: ContainerInspector | None = field(default=None, repr=False)
 
     @property
@@ -82,30 +220,41 @@ def prepare_serve_context(
     into real folders of the copy. Returns the model's origin ("trained" or "committed") or None
     with the reason there is none.
     """
+    prepared = serve_context(context, model_path, trained_model, scratch)
+    return (None, prepared.message) if isinstance(prepared, Failure) else prepared
+
+
+def serve_context(
+    context: Path, model_path: str, trained_model: Path | None, scratch: Path
+) -> tuple[Path, str] | Failure:
+    """`prepare_serve_context`, with why there is no context to build as a Failure."""
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.parent.mkdir(parents=True, exist_ok=True)
     try:
         copy_tree(context, scratch)
     except IntakeRefused as error:
-        return None, str(error)
+        return Failure(str(error), reason("intake-refused"))
     folder, problem = _real_folder(
         scratch, Path(model_path).parent, create=trained_model is not None
     )
+    unusable = reason("model-path", model_path=model_path)
     if folder is None:
-        return None, f"serve.model_path {model_path}: {problem}"
+        return Failure(f"serve.model_path {model_path}: {problem}", unusable)
     target = folder / Path(model_path).name
     if target.is_dir() and not target.is_symlink():
-        return None, (
-            f"serve.model_path {model_path} is a folder in {context.name}/; name the model file"
+        return Failure(
+            f"serve.model_path {model_path} is a folder in {context.name}/; name the model file",
+            unusable,
         )
     if trained_model is not None:
         place_file(trained_model, target)  # a link, not a second copy, where possible
         return scratch, "trained"
     if target.is_file() and not target.is_symlink():
         return scratch, "committed"
-    return None, (
+    return Failure(
         f"there is no model to serve: training produced none and {model_path} is not in "
-        f"{context.name}/"
+        f"{context.name}/",
+        reason("no-model", model_path=model_path),
     )
 
 
@@ -138,9 +287,13 @@ def exited_outcome(server: Server) -> Outcome | None:
         return None
     log = server.running.log_tail()
     not_executable = NOT_EXECUTABLE.search(log)
+    exit_code = state.get("ExitCode")
+    why = reason("exited", exit_code=exit_code if isinstance(exit_code, int) else "unknown")
     if state.get("OOMKilled"):
         advice = "it was killed for exceeding its memory limit"
+        why = reason("oom-killed", exit_code=why.facts["exit_code"])
     elif not_executable:
+        why = reason("not-executable", error=not_executable.group(0).strip())
         advice = (
             f"its command could not be executed ({not_executable.group(0).strip()}): the file, "
             "or the interpreter its #! line names, does not exist in the image; a script saved "
@@ -155,10 +308,20 @@ def exited_outcome(server: Server) -> Outcome | None:
         )
     return Outcome(
         False,
-        f"the server container exited with code {state.get('ExitCode')} right after it started; "
-        f"{advice}",
+        f"the server container exited with code {exit_code} right after it started; {advice}",
         log,
+        why,
     )
+
+
+def _stopped(server: Server) -> Outcome:
+    """A wait that saw the container stop: why, read once more."""
+    return exited_outcome(server) or Outcome(
+        False, "the server container stopped", reason=reason("exited", exit_code="unknown")
+    )
+
+
+NO_PORTS = Outcome(False, "the server container has no published ports", reason=reason("no-ports"))
 
 
 def _use_token(server: Server, deadline: Deadline) -> bool:
@@ -170,6 +333,7 @@ def _use_token(server: Server, deadline: Deadline) -> bool:
     if not keys:
         return False
     server.api.use_keys(keys)
+    server.token_read = True
     server.notes.append(
         "token authorization is on (TorchServe's default since 0.11.1); the grader read the "
         "keys from key_file.json in the container and sent them"
@@ -180,13 +344,14 @@ def _use_token(server: Server, deadline: Deadline) -> bool:
 def wait_healthy(server: Server, timeout_s: float) -> Outcome:
     exited = exited_outcome(server)
     if exited or server.api is None:
-        return exited or Outcome(False, "the server container has no published ports")
+        return exited or NO_PORTS
     api = server.api
     deadline = Deadline(timeout_s)
     last_look = [0.0]
     elsewhere_seen: list[tuple[int, ...]] = []
+    looks = _Looks()
 
-    def unreachable_for_good() -> Listener | tuple[int, ...] | None:
+    def unreachable_for_good() -> LoopbackOnly | PortsElsewhere | None:
         """What inside the container shows the inference API will stay unreachable: a listener
         on 127.0.0.1 only, or (seen in two looks in a row) TorchServe's management or metrics
         port listening while nothing listens on the inference port. TorchServe binds its
@@ -199,38 +364,38 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         on_port = [entry for entry in listeners if entry.port == INFERENCE_PORT]
         if on_port:
             elsewhere_seen.clear()
-            return on_port[0] if all(entry.loopback_only for entry in on_port) else None
+            loopback = all(entry.loopback_only for entry in on_port)
+            return LoopbackOnly(on_port[0]) if loopback else None
         if not any(entry.port in (MANAGEMENT_PORT, METRICS_PORT) for entry in listeners):
             elsewhere_seen.clear()
             return None
         elsewhere_seen.append(tuple(sorted({entry.port for entry in listeners})))
-        return elsewhere_seen[-1] if len(elsewhere_seen) >= 2 else None
+        return PortsElsewhere(elsewhere_seen[-1]) if len(elsewhere_seen) >= 2 else None
 
-    def probe() -> Probe:
+    def probe() -> Probe[HealthEnd]:
         if server.running.state().get("Status") != "running":
-            return Probe(done=True, value="exited")
+            return Probe(done=True, value=Exited())
         try:
             response = api.ping(max(LAST_CALL_S, deadline.left()))
         except DeadlineExceeded as error:
-            return Probe(seen=f"{INCOMPLETE}: {error}")
+            return looks.saw(IncompleteAnswer(str(error)))
         except requests.RequestException as error:
             found = unreachable_for_good()
             if found is not None:
                 return Probe(done=True, value=found)
-            return Probe(seen=f"no HTTP answer ({type(error).__name__})")
+            return looks.saw(NoAnswer(type(error).__name__))
         if is_token_error(response):
             if _use_token(server, deadline):
-                return Probe(seen="token required; retrying with the key from key_file.json")
-            return Probe(seen=f"HTTP {response.status_code}: token authorization failed and no "
-                         "key_file.json was found in the container")  # fmt: skip
+                return looks.saw(TokenRetry())
+            return looks.saw(TokenMissing(response.status_code))
         body = json_body(response)
         if (
             response.status_code == 200
             and isinstance(body, dict)
             and body.get("status") == "Healthy"
         ):
-            return Probe(done=True, value="healthy")
-        return Probe(seen=f"HTTP {response.status_code} {response.text.strip()[:200]!r}")
+            return Probe(done=True, value=Healthy())
+        return looks.saw(HttpAnswer(response.status_code, response.text))
 
     url = f"{api.inference_url}/ping"
     try:
@@ -242,43 +407,55 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
             limit=READY_LIMIT,
         )
     except NotReady as error:
-        return _diagnose_unreachable(server, error)
-    if isinstance(outcome, Listener):
+        return _diagnose_unreachable(server, error, looks.last)
+    if isinstance(outcome, LoopbackOnly):
+        address = outcome.listener.address
         return Outcome(
             False,
-            f"TorchServe listens on {outcome.address}:{INFERENCE_PORT} inside the container, "
+            f"TorchServe listens on {address}:{INFERENCE_PORT} inside the container, "
             f"which the published port cannot reach, so GET {url} gets no answer; {BIND_ADVICE}",
             server.running.log_tail(),
+            reason("loopback-bind", address=address, port=INFERENCE_PORT),
         )
-    if isinstance(outcome, tuple):
-        ports = ", ".join(str(port) for port in outcome)
+    if isinstance(outcome, PortsElsewhere):
+        ports = ", ".join(str(port) for port in outcome.ports)
         return Outcome(
             False,
             f"nothing listens on port {INFERENCE_PORT} inside the container while the server "
             f"listens on {ports}: the inference API is on another port, so GET {url} gets no "
             f"answer; {BIND_ADVICE}",
             server.running.log_tail(),
+            reason("wrong-port", port=INFERENCE_PORT, ports=ports),
         )
-    if outcome == "exited":
-        return exited_outcome(server) or Outcome(False, "the server container stopped")
+    if isinstance(outcome, Exited):
+        return _stopped(server)
     return Outcome(True)
 
 
-def _diagnose_unreachable(server: Server, error: NotReady) -> Outcome:
+def _diagnose_unreachable(server: Server, error: NotReady, last: Seen | None) -> Outcome:
     log = server.running.log_tail()
-    if error.seen.startswith(INCOMPLETE):
+    waited = reason("not-ready", seen=str(last or "nothing"), limit_s=error.timeout_s)
+    if isinstance(last, IncompleteAnswer):
         return Outcome(
             False,
             f"{error}; the server must answer each request in full, at once (a /ping that "
             "trickles its answer or never finishes it counts as no answer)",
             log,
+            reason("incomplete-answer"),
         )
-    if not error.seen.startswith("no HTTP answer"):
-        return Outcome(False, str(error), log)
+    if isinstance(last, TokenMissing):
+        return Outcome(False, str(error), log, reason("token-auth", status=last.status))
+    if not isinstance(last, NoAnswer):
+        return Outcome(False, str(error), log, waited)
     inspector = server.inspector
     listeners = inspector.listeners()
     if listeners is None and inspector.unavailable:
-        return Outcome(False, f"{error}; {inspector.unavailable}", log)
+        return Outcome(
+            False,
+            f"{error}; {inspector.unavailable}",
+            log,
+            reason("look-inside-failed", limit_s=error.timeout_s),
+        )
     if listeners is not None and not any(entry.port == INFERENCE_PORT for entry in listeners):
         processes = inspector.processes() or []
         running = "; ".join(processes[:8]) or "none visible"
@@ -288,23 +465,26 @@ def _diagnose_unreachable(server: Server, error: NotReady) -> Outcome:
             f"{running}); start TorchServe with its inference API on 0.0.0.0:{INFERENCE_PORT} "
             f"({error})",
             log,
+            reason("no-listener", port=INFERENCE_PORT, processes=running),
         )
-    return Outcome(False, str(error), log)
+    return Outcome(False, str(error), log, reason("no-answer", limit_s=error.timeout_s))
 
 
 def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
     exited = exited_outcome(server)
     if exited or server.api is None:
-        return exited or Outcome(False, "the server container has no published ports")
+        return exited or NO_PORTS
     api = server.api
     deadline = Deadline(timeout_s)
+    looks = _Looks()
+    management = " from the management API"
 
     def call_time() -> float:
         return max(LAST_CALL_S, deadline.left())
 
-    def probe() -> Probe:
+    def probe() -> Probe[ReadyEnd]:
         if server.running.state().get("Status") != "running":
-            return Probe(done=True, value=("exited", []))
+            return Probe(done=True, value=Exited())
         try:
             response = api.describe(model, call_time())
             if is_token_error(response) and _use_token(server, deadline):
@@ -312,22 +492,22 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
             if response.status_code == 404:
                 registered = model_names(json_body(api.models(call_time())))
                 if registered:
-                    return Probe(done=True, value=("missing", registered))
-                return Probe(seen="no model is registered")
+                    return Probe(done=True, value=Registered(tuple(registered)))
+                return looks.saw(NoModel())
         except DeadlineExceeded as error:
-            return Probe(seen=f"{INCOMPLETE} from the management API: {error}")
+            return looks.saw(IncompleteAnswer(str(error), management))
         except requests.RequestException as error:
-            return Probe(seen=f"no HTTP answer from the management API ({type(error).__name__})")
+            return looks.saw(NoAnswer(type(error).__name__, management))
         if response.status_code != 200:
-            return Probe(seen=f"HTTP {response.status_code} {response.text.strip()[:200]!r}")
-        statuses = worker_statuses(json_body(response))
+            return looks.saw(HttpAnswer(response.status_code, response.text))
+        statuses = tuple(worker_statuses(json_body(response)))
         if "READY" in statuses:
-            return Probe(done=True, value=("ready", statuses))
-        return Probe(seen=f"workers: {', '.join(statuses) or 'none'}")
+            return Probe(done=True, value=Ready(statuses))
+        return looks.saw(Workers(statuses))
 
     log = server.running.log_tail
     try:
-        kind, found = wait_for(  # type: ignore[misc]
+        outcome = wait_for(
             probe,
             what=f"GET {api.management_url}/models/{model}",
             expected="a worker with status READY",
@@ -335,7 +515,8 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
             limit=READY_LIMIT,
         )
     except NotReady as error:
-        if error.seen == "no model is registered":
+        last = looks.last
+        if isinstance(last, NoModel):
             archives = server.inspector.model_archives()
             where = f"; archives in the image: {', '.join(archives)}" if archives else ""
             return Outcome(
@@ -345,24 +526,36 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
                 f"with `--models {model}={model}.mar` or `load_models={model}.mar` in "
                 "config.properties (registering models after start-up is disabled by default)",
                 log(),
+                reason("no-model-registered", model=model, limit_s=timeout_s),
             )
-        if error.seen.startswith("workers"):
+        if isinstance(last, Workers):
             return Outcome(
                 False,
                 f"no worker of model {model!r} became READY within {timeout_s:g} s (limit "
-                f"{READY_LIMIT}; {error.seen}); the model probably fails to load: see the "
+                f"{READY_LIMIT}; {last}); the model probably fails to load: see the "
                 "server log",
                 _failure_lines(log(200)) or log(),
+                reason(
+                    "workers-not-ready",
+                    model=model,
+                    workers=", ".join(last.statuses) or "none",
+                    limit_s=timeout_s,
+                ),
             )
-        return Outcome(False, str(error), log())
-    if kind == "exited":
-        return exited_outcome(server) or Outcome(False, "the server container stopped")
-    if kind == "missing":
+        if isinstance(last, IncompleteAnswer):
+            return Outcome(False, str(error), log(), reason("incomplete-answer"))
+        seen = str(last or "nothing")
+        return Outcome(False, str(error), log(), reason("not-ready", seen=seen, limit_s=timeout_s))
+    if isinstance(outcome, Exited):
+        return _stopped(server)
+    if isinstance(outcome, Registered):
+        found = ", ".join(outcome.names)
         return Outcome(
             False,
-            f"model {model!r} is not registered; the server has {', '.join(found)}. Register it "
+            f"model {model!r} is not registered; the server has {found}. Register it "
             f"as {model!r} (torch-model-archiver --model-name {model}) or set serve.model_name "
             "in submission.toml",
+            reason=reason("wrong-model-name", model=model, seen=found),
         )
     return Outcome(True)
 
@@ -377,8 +570,8 @@ def _failure_lines(log: str, context: int = 3) -> str:
     return "\n".join(lines[i] for i in sorted(keep)[-60:])
 
 
-class PredictionError(Exception):
-    pass
+class PredictionError(ReasonedError):
+    """A prediction request that gave no digit: what went wrong, and why as data."""
 
 
 def predict_digit(api: TorchServeAPI, model: str, body: bytes) -> int:
@@ -391,22 +584,30 @@ def predict_digit(api: TorchServeAPI, model: str, body: bytes) -> int:
             if error.received
             else ""
         )
+        limit = round(error.timeout_s, 1)
         raise PredictionError(
             f"no {'complete ' * bool(partial)}answer from /predictions/{model} within "
-            f"{round(error.timeout_s, 1):g} s (limit predict_timeout_seconds){partial}; a "
-            "handler must answer one digit well within that"
+            f"{limit:g} s (limit predict_timeout_seconds){partial}; a "
+            "handler must answer one digit well within that",
+            reason("prediction-timeout", limit_s=limit),
         ) from None
     except requests.RequestException as error:
-        raise PredictionError(f"no answer from /predictions/{model} ({error})") from None
+        raise PredictionError(
+            f"no answer from /predictions/{model} ({error})",
+            reason("request-failed", error=type(error).__name__),
+        ) from None
     if response.status_code != 200:
         raise PredictionError(
             f"/predictions/{model} answered HTTP {response.status_code}: "
-            f"{response.text.strip()[:300]!r}"
+            f"{response.text.strip()[:300]!r}",
+            reason("http-status", status=response.status_code),
         )
     try:
         return parse_prediction(response.content)
     except PredictionFormatError as error:
-        raise PredictionError(str(error)) from error
+        raise PredictionError(
+            str(error), reason("unreadable-body", body=error.body.strip()[:200])
+        ) from error
 
 
 def png(pixels: bytes) -> bytes:
@@ -423,6 +624,7 @@ class HeldoutResult:
     error_count: int
     wrong: list[tuple[int, int, int]]  # (index, label, predicted)
     not_sent: int = 0  # after too many failures in a row
+    first_reason: Reason | None = None  # why the first failed request failed
 
     @property
     def accuracy(self) -> float:
@@ -444,7 +646,7 @@ def predict_heldout(
     failures_in_a_row = 0
     stopped = threading.Event()
 
-    def one(index: int) -> tuple[int, int | None, str | None]:
+    def one(index: int) -> tuple[int, int | None, PredictionError | None]:
         nonlocal failures_in_a_row
         if stopped.is_set():
             return index, None, None
@@ -455,13 +657,14 @@ def predict_heldout(
                 failures_in_a_row += 1
                 if failures_in_a_row >= STOP_AFTER_FAILURES:
                     stopped.set()
-            return index, None, str(error)
+            return index, None, error
         with lock:
             failures_in_a_row = 0
         return index, predicted, None
 
     correct = 0
     errors: list[str] = []
+    first_reason: Reason | None = None
     error_count = not_sent = 0
     wrong: list[tuple[int, int, int]] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -472,15 +675,16 @@ def predict_heldout(
                 error_count += 1
             elif error is not None:
                 error_count += 1
-                if error not in errors and len(errors) < 5:
-                    errors.append(error)
+                first_reason = first_reason or error.reason
+                if error.message not in errors and len(errors) < 5:
+                    errors.append(error.message)
             elif predicted == label:
                 correct += 1
-            else:
+            elif predicted is not None:
                 wrong.append((index, label, predicted))
     if not_sent:
         errors.append(
             f"stopped after {STOP_AFTER_FAILURES} failed requests in a row; {not_sent} digits "
             "were not sent"
         )
-    return HeldoutResult(digits.count, correct, errors, error_count, wrong, not_sent)
+    return HeldoutResult(digits.count, correct, errors, error_count, wrong, not_sent, first_reason)
