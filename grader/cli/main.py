@@ -26,7 +26,7 @@ from grader.domain.intake import is_archive
 from grader.domain.results import report_from_json, submission_from_json
 from grader.domain.rubric import DEFAULT_RUBRIC, effective_rubric, format_rubric, load_rubric
 from grader.domain.settings import CONFIG_NAME, Settings
-from grader.domain.submission import discover, is_submission_dir, load_submission, slugify
+from grader.domain.submission import discover, is_submission_dir, slugify
 from grader.engine.baseimages import (
     SOURCES,
     BaseImageProvider,
@@ -274,9 +274,15 @@ def _image_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--no-standins", action="store_true", help="never build or use the offline stand-ins"
     )
+    # The sources exactly as another host resolved them (a Ray node grades with the driver's).
+    command.add_argument("--image-sources-json", default=None, help=argparse.SUPPRESS)
 
 
 def _image_sources(args: argparse.Namespace) -> ImageSources:
+    """Where base images come from, for local and Ray grading alike: the configuration, then
+    the options over it; or, on a Ray node, what the driver resolved, as it is."""
+    if args.image_sources_json is not None:
+        return ImageSources.from_json(json.loads(args.image_sources_json))
     return load_image_sources(
         args.config,
         args.settings,
@@ -496,8 +502,9 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
         raise GraderError(
             "--backend ray needs Ray: pip install 'lab5-grader[ray]' (or pip install ray)"
         ) from None
-    from grader.cli.ray_backend import Job, RayBatch, TaskOptions
-    from grader.domain.intake import ArchiveRefused, archive_stem, submission_folder
+    from grader.cli.ray_backend import TaskOptions, grade_batch
+    from grader.reports.reuse import hidden_key
+    from grader.reports.store import load_cleared
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = args.settings
@@ -505,14 +512,6 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
     profile = rubric.profile(args.profile)
     dataset = load_dataset(settings.datasets_dir / profile.dataset)
     report_dir = Path(args.report_dir).resolve()
-    jobs = []
-    for path in discover([Path(p) for p in args.paths]):
-        try:
-            folder = submission_folder(path, report_dir / "intake")
-        except ArchiveRefused as error:
-            say(f"{archive_stem(path)}: {error}")
-            continue
-        jobs.append(Job(_submission_id(folder), folder))
     options = TaskOptions(
         profile=profile.name,
         rubric_text=Path(args.rubric).read_text() if args.rubric else None,
@@ -525,17 +524,12 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else secrets.randbelow(1 << 32),
     )
     report_dir.mkdir(parents=True, exist_ok=True)
-    batch = RayBatch(args.ray_address, jobs, rubric, profile, dataset, report_dir, options,
-                     args.force, say)  # fmt: skip
-    batch.run()
+    grade_batch(
+        args.ray_address, discover([Path(p) for p in args.paths]), rubric, profile, dataset,
+        report_dir, options, force=args.force, hidden=hidden_key(args.seed, None),
+        cleared=load_cleared(report_dir), say=say,
+    )  # fmt: skip
     return 0 if args.fail_under is None else _check_fail_under(args)
-
-
-def _submission_id(path: Path) -> str:
-    try:
-        return load_submission(path).id
-    except GraderError:
-        return path.name  # the node grades it and reports the manifest's problem
 
 
 def _is_terminal(stream: object) -> bool:

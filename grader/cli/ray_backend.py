@@ -23,13 +23,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grader import __version__
 from grader.domain.dataset import Dataset
 from grader.domain.errors import GraderError
+from grader.domain.handins import Intake, refused_result, start_result, take_in_all
 from grader.domain.results import (
     CheckResult,
     GradingReport,
@@ -37,10 +38,9 @@ from grader.domain.results import (
     submission_from_json,
 )
 from grader.domain.rubric import Profile, Rubric
-from grader.domain.submission import slugify
+from grader.domain.verdicts import review
 from grader.reports.files import summary_lines, write_reports
-from grader.reports.store import load as load_stored
-from grader.reports.store import rescore, submission_key
+from grader.reports.reuse import partition
 from grader.reports.store import store as store_result
 
 Say = Callable[[str], None]
@@ -53,21 +53,13 @@ class InfrastructureError(GraderError):
 
 
 @dataclass(frozen=True)
-class Job:
-    """A submission to grade: its id and its folder on the driver."""
-
-    id: str
-    root: Path
-
-
-@dataclass(frozen=True)
 class TaskOptions:
     """What a node needs to grade as the driver would."""
 
     profile: str
     rubric_text: str | None  # the driver's rubric file, when not the bundled one
     gpus: str
-    image_sources_json: str | None
+    image_sources_json: str | None  # as the driver resolved them: config, then options over it
     cpus: float
     memory_mb: int
     wants_gpu: bool
@@ -75,12 +67,34 @@ class TaskOptions:
 
 
 def pack(folder: Path) -> bytes:
-    """A submission folder as a gzipped tar under its own name (which is its id when its
-    submission.toml names none), to ship to a node."""
+    """A submission folder (the driver's private copy) as a gzipped tar under its own name
+    (which is its id when its submission.toml names none), to ship to a node."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         archive.add(folder, arcname=folder.name)
     return buffer.getvalue()
+
+
+def node_commands(
+    submission: Path, report_dir: Path, rubric_file: Path | None, options: TaskOptions
+) -> tuple[list[str], list[str]]:
+    """The node's set-up command and its grading command: the driver's profile, rubric, GPUs,
+    seed and base-image sources, exactly as resolved on the driver."""
+    setup = [sys.executable, "-m", "grader", "setup", "--profile", options.profile]
+    command = [
+        sys.executable, "-m", "grader", "grade", str(submission),
+        "-j", "1", "--progress", "lines", "--force", "--report-dir", str(report_dir),
+        "--profile", options.profile, "--gpus", options.gpus,
+    ]  # fmt: skip
+    if options.seed is not None:
+        command += ["--seed", str(options.seed)]
+    if rubric_file is not None:
+        command += ["--rubric", str(rubric_file)]
+    if options.image_sources_json:
+        command += ["--image-sources-json", options.image_sources_json]
+        if "standins" not in json.loads(options.image_sources_json)["order"]:
+            setup.append("--no-standins")  # never built where they may not be used
+    return setup, command
 
 
 def _die_with_parent() -> None:
@@ -98,25 +112,14 @@ def grade_on_node(packed: bytes, options: TaskOptions) -> dict[str, Any]:
             archive.extractall(folder / "in", filter="data")
         (submission,) = (folder / "in").iterdir()
         report_dir = folder / "report"
-        command = [
-            sys.executable, "-m", "grader", "grade", str(submission),
-            "-j", "1", "--progress", "lines", "--force", "--report-dir", str(report_dir),
-            "--profile", options.profile, "--gpus", options.gpus,
-        ]  # fmt: skip
-        if options.seed is not None:
-            command += ["--seed", str(options.seed)]
+        rubric_file = None
         if options.rubric_text is not None:
-            (folder / "rubric.toml").write_text(options.rubric_text)
-            command += ["--rubric", str(folder / "rubric.toml")]
-        if options.image_sources_json:
-            sources = json.loads(options.image_sources_json)
-            command += ["--image-sources", ",".join(sources["order"])]
-            for mirror in sources["mirrors"]:
-                command += ["--mirror", mirror]
+            rubric_file = folder / "rubric.toml"
+            rubric_file.write_text(options.rubric_text)
+        setup_command, command = node_commands(submission, report_dir, rubric_file, options)
         setup = subprocess.run(
-            [sys.executable, "-m", "grader", "setup", "--profile", options.profile],
-            capture_output=True, text=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            setup_command, capture_output=True, text=True, preexec_fn=_die_with_parent
+        )
         if setup.returncode != 0:
             raise InfrastructureError(f"setting up node failed: {setup.stderr.strip()[-500:]}")
         done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_die_with_parent)
@@ -142,10 +145,10 @@ def _node_id() -> str:
 
 @dataclass
 class RayBatch:
-    """The driver's side: submit, collect, store and report."""
+    """The driver's side: split the batch, submit, collect, store and report."""
 
     address: str
-    submissions: list[Job]
+    intakes: list[Intake]  # the batch as taken in on the driver (grader.domain.handins)
     rubric: Rubric
     profile: Profile
     dataset: Dataset
@@ -153,6 +156,8 @@ class RayBatch:
     options: TaskOptions
     force: bool
     say: Say
+    hidden: str | None = None  # what the hidden digits depend on, for the stored results' key
+    cleared: dict[str, set[str]] = field(default_factory=dict)  # id -> flags a TA cleared
 
     def run(self) -> GradingReport:
         import ray
@@ -172,22 +177,17 @@ class RayBatch:
             harness_version=__version__,
             seed=self.options.seed,
         )
-        keys = {s.id: submission_key(s.root, self.rubric, self.profile, self.dataset)
-                for s in self.submissions}  # fmt: skip
-        to_grade = []
-        for submission in self.submissions:
-            stored = (
-                None
-                if self.force
-                else load_stored(self.report_dir, submission.id, keys[submission.id])
-            )
-            if stored is not None:
-                report.submissions[submission.id] = rescore(stored, self.rubric, self.profile)
-            else:
-                to_grade.append(submission)
-        if len(to_grade) < len(self.submissions):
-            self.say(f"{len(self.submissions) - len(to_grade)} unchanged submission(s) taken "
-                     "from stored results (--force grades them again)")  # fmt: skip
+        for intake in self.intakes:  # every submission in the report, in the batch's order
+            start_result(report, intake, self.report_dir)
+        split = partition(self.intakes, self.report_dir, self.rubric, self.profile, self.dataset,
+                          hidden=self.hidden, force=self.force, cleared=self.cleared)  # fmt: skip
+        report.submissions.update(split.stored)
+        for intake in split.refused:
+            refused_result(report, intake, self.report_dir, self.rubric, self.profile,
+                           self.cleared.get(intake.id, set()))  # fmt: skip
+        for line in split.lines():
+            self.say(line)
+        write_reports(report, self.report_dir)
         resources: dict[str, Any] = {
             "num_cpus": self.options.cpus,
             "memory": self.options.memory_mb * (1 << 20),
@@ -199,27 +199,26 @@ class RayBatch:
             resources["num_gpus"] = 1
         task = ray.remote(**resources)(grade_on_node)
         pending = {
-            task.remote(pack(submission.root), self.options): submission for submission in to_grade
+            task.remote(pack(intake.path), self.options): intake for intake in split.to_grade
         }
         self.say(f"{len(pending)} submission(s) sent to the Ray cluster at {self.address}")
         started, done = time.monotonic(), 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            submission = pending.pop(ready[0])
+            intake = pending.pop(ready[0])
             try:
                 answer = ray.get(ready[0])
             except Exception as error:  # the task's failure after its retries
-                result = self._infrastructure_failure(submission, error)
+                result = self._infrastructure_failure(report, intake, error)
                 where = "nowhere"
             else:
-                result = self._take(submission, answer)
+                result = self._take(report, intake, answer)
                 where = f"node {answer['node'][:12]}"
-                store_result(self.report_dir, result, keys[submission.id])
-            report.submissions[submission.id] = result
+                store_result(self.report_dir, result, split.keys[intake.id])
             write_reports(report, self.report_dir)
             done += 1
             self.say(
-                f"[{done}/{len(to_grade)}] {submission.id}: {result.score:g}/"
+                f"[{done}/{len(split.to_grade)}] {intake.id}: {result.score:g}/"
                 f"{result.max_score:g} on {where} ({time.monotonic() - started:.0f} s elapsed)"
             )
         write_reports(report, self.report_dir)
@@ -227,23 +226,35 @@ class RayBatch:
             self.say(line)
         return report
 
-    def _take(self, submission: Job, answer: dict[str, Any]) -> SubmissionResult:
-        result = submission_from_json(answer["result"])
-        artifacts = self.report_dir / "artifacts" / slugify(submission.id)
+    def _take(
+        self, report: GradingReport, intake: Intake, answer: dict[str, Any]
+    ) -> SubmissionResult:
+        """The node's result, in the record intake started for the submission (its id, notes
+        and flags on the driver), reviewed under the flags a TA cleared."""
+        graded = submission_from_json(answer["result"])
+        result = start_result(report, intake, self.report_dir)
+        artifacts = Path(result.artifacts)
         shutil.rmtree(artifacts, ignore_errors=True)
         artifacts.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(answer["artifacts"])) as archive:
             archive.extractall(artifacts, filter="data")
-        result.submission_id = submission.id
-        result.path, result.artifacts = str(submission.root), str(artifacts)
+        result.checks = graded.checks
+        result.measurements = graded.measurements
+        result.training_curve = graded.training_curve
+        result.wrong_digits = graded.wrong_digits
+        for note in graded.notes:
+            result.note(note)
+        known = {flag.id for flag in result.integrity_flags}
+        result.integrity_flags += [f for f in graded.integrity_flags if f.id not in known]
+        cleared = self.cleared.get(intake.id, set())
+        review(result, self.profile.targets, self.rubric.integrity_penalty, cleared)
         return result
 
-    def _infrastructure_failure(self, submission: Job, error: Exception) -> SubmissionResult:
+    def _infrastructure_failure(
+        self, report: GradingReport, intake: Intake, error: Exception
+    ) -> SubmissionResult:
         reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else repr(error)
-        result = SubmissionResult(
-            submission.id, str(submission.root),
-            str(self.report_dir / "artifacts" / slugify(submission.id)),
-        )  # fmt: skip
+        result = start_result(report, intake, self.report_dir)
         for check_id, spec in self.rubric.checks.items():
             result.checks[check_id] = CheckResult(
                 check_id, spec.title, "error", 0.0, spec.points,
@@ -252,6 +263,29 @@ class RayBatch:
             )  # fmt: skip
         result.note("graded again by the next run: infrastructure errors are not stored")
         return result
+
+
+def grade_batch(
+    address: str,
+    paths: list[Path],
+    rubric: Rubric,
+    profile: Profile,
+    dataset: Dataset,
+    report_dir: Path,
+    options: TaskOptions,
+    *,
+    force: bool,
+    hidden: str | None,
+    cleared: dict[str, set[str]],
+    say: Say,
+) -> GradingReport:
+    """Take the hand-ins in on the driver as a local run does (private copies, archives
+    unpacked under the report folder, unique ids), then grade them on the cluster."""
+    with tempfile.TemporaryDirectory(prefix="lab5-ray-intake-") as staging:
+        intakes = take_in_all(paths, report_dir / "intake", Path(staging))
+        batch = RayBatch(address, intakes, rubric, profile, dataset, report_dir, options, force,
+                         say, hidden=hidden, cleared=cleared)  # fmt: skip
+        return batch.run()
 
 
 def _address_host(address: str) -> str | None:

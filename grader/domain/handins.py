@@ -49,7 +49,10 @@ def take_in_all(paths: list[Path], unpack_into: Path, stage_into: Path) -> list[
         try:
             folder, name = take_in(path, unpack_into, stage_into)
             submission = load_submission(folder, default_id=name)
-        except (ManifestError, IntakeRefused) as error:
+        except ManifestError as error:
+            # named as handed in: the private copy is the run's, and gone after it
+            problem = ManifestError(str(error).replace(str(folder), str(path)))
+        except IntakeRefused as error:
             problem = error
         except Exception as error:  # whatever a hand-in provokes stops only that hand-in
             problem = IntakeRefused(

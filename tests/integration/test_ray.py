@@ -154,8 +154,9 @@ def test_a_lost_node_costs_only_its_running_submission(cluster, tmp_path):
 
 
 def test_failing_twice_on_the_cluster_is_an_infrastructure_error(cluster, tmp_path):
-    from grader.cli.ray_backend import Job, RayBatch, TaskOptions
+    from grader.cli.ray_backend import RayBatch, TaskOptions
     from grader.domain.dataset import load_dataset
+    from grader.domain.handins import take_in_all
     from grader.domain.rubric import load_rubric
     from grader.domain.settings import Settings
 
@@ -167,10 +168,11 @@ def test_failing_twice_on_the_cluster_is_an_infrastructure_error(cluster, tmp_pa
         profile="no-such-profile", rubric_text=None, gpus="none", image_sources_json=None,
         cpus=1, memory_mb=512, wants_gpu=False,
     )  # fmt: skip
+    intakes = take_in_all([ROOT / "submissions" / "broken-build"], tmp_path / "intake",
+                          tmp_path / "staged")  # fmt: skip
     batch = RayBatch(
-        head, [Job("broken-build", ROOT / "submissions" / "broken-build")], rubric, profile,
-        load_dataset(Settings.from_env().datasets_dir / "offline"), tmp_path, broken_node,
-        force=True, say=lines.append,
+        head, intakes, rubric, profile, load_dataset(Settings.from_env().datasets_dir / "offline"),
+        tmp_path, broken_node, force=True, say=lines.append,
     )  # fmt: skip
     report = batch.run()
     result = report.submissions["broken-build"]

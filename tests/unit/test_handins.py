@@ -82,8 +82,9 @@ def test_an_invalid_manifest_says_to_fix_it(tmp_path):
     assert carol.submission is None
     reason = refusal(carol)
     assert reason is not None
-    assert reason.startswith(str(carol.problem))
+    assert reason.startswith(f"{batch / 'carol' / 'submission.toml'}: ")
     assert reason.endswith("; fix submission.toml and hand in again")
+    assert str(tmp_path / "run") not in reason  # the private copy is the run's, not the student's
 
 
 def test_a_folder_over_the_limits_names_what_to_leave_out_and_nothing_more(tmp_path):
