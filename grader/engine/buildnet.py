@@ -101,7 +101,7 @@ def build_network(
         yield BuildNetwork(NONE)
         return
     if problem is not None:
-        yield BuildNetwork(None, degraded_note(problem))
+        yield BuildNetwork(mode=None, note=degraded_note(problem))
         return
     bridge = BRIDGE_PREFIX + secrets.token_hex(5)
     network = client.networks.create(
@@ -115,7 +115,7 @@ def build_network(
     try:
         failure = add_rules(bridge)
         if failure is not None:
-            yield BuildNetwork(None, degraded_note(failure))
+            yield BuildNetwork(mode=None, note=degraded_note(failure))
         else:
             yield BuildNetwork(name)
     finally:

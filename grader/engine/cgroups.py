@@ -95,11 +95,13 @@ def build_cgroup(
     owner = re.sub(r"[^A-Za-z0-9_.-]", "", owner)
     name = f"{PREFIX}{owner}{'-' * bool(owner)}{secrets.token_hex(4)}"
     if driver != "cgroupfs":
-        return BuildCgroup(None, memory, pids, version, note=(
+        return BuildCgroup(parent=None, memory_bytes=memory, pids=pids, version=version, note=(
             f"the engine uses the {driver} cgroup driver: image builds get memory and CPU limits "
             "per step but no process limit"
         ))  # fmt: skip
-    cgroup = BuildCgroup(f"/{name}", memory, pids, version, root=root)
+    cgroup = BuildCgroup(
+        parent=f"/{name}", memory_bytes=memory, pids=pids, version=version, root=root
+    )
     try:
         if version == 2:
             enabled = (root / "cgroup.subtree_control").read_text().split()
@@ -117,7 +119,7 @@ def build_cgroup(
             _write_if_present(root / "memory" / name / "memory.memsw.limit_in_bytes", str(memory))
     except OSError as error:
         cgroup.remove(wait_s=0)
-        return BuildCgroup(None, memory, pids, version, note=(
+        return BuildCgroup(parent=None, memory_bytes=memory, pids=pids, version=version, note=(
             f"no process limit for image builds: the harness cannot create a cgroup under {root} "
             f"({error.strerror or error}); run it as root on the engine's host"
         ))  # fmt: skip

@@ -65,7 +65,7 @@ def grader_labels(run_id: str, submission: str, role: str) -> dict[str, str]:
     return {RUN_LABEL: run_id, SUBMISSION_LABEL: submission, ROLE_LABEL: role}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildResult:
     tag: str
     ok: bool
@@ -111,7 +111,7 @@ class ResourceLimits:
         return self.threads or max(1, math.ceil(self.cpus))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunResult:
     exit_code: int | None  # None when the container was killed at the time limit
     timed_out: bool
@@ -157,7 +157,7 @@ def build_image(
         log_path.write_text(
             f"build context: {files:,} files, {size / 1e6:.1f} MB\nERROR: {refused}\n"
         )
-        return BuildResult(tag, False, log_path, 0.0, refused)
+        return BuildResult(tag=tag, ok=False, log_path=log_path, duration_s=0.0, error=refused)
     # No client-side timeout (the stubs allow only an int): the watchdog below bounds the build.
     api = _BuildAPIClient(version=client.api.api_version, timeout=None,  # type: ignore[arg-type]
                           **docker.utils.kwargs_from_env())  # fmt: skip
@@ -254,7 +254,14 @@ def build_image(
         error = "the engine reported no image (see the build log)"
     if not ok and len(step_images) > 1 and step_images[-1] != step_images[0]:
         _remove_partial_build(client, step_images[-1])
-    return BuildResult(tag, ok, log_path, duration, None if ok else error, timed_out)
+    return BuildResult(
+        tag=tag,
+        ok=ok,
+        log_path=log_path,
+        duration_s=duration,
+        error=None if ok else error,
+        timed_out=timed_out,
+    )
 
 
 def _limit_reason(limits: BuildLimits, pids_reached: bool, memory_reached: bool) -> str:
@@ -372,7 +379,14 @@ def run_to_exit(
         except docker.errors.APIError as error:  # e.g. the command is not in the image
             reason = (error.explanation or str(error)).strip()
             log_path.write_text(f"[grader] the container could not start: {reason}\n")
-            return RunResult(None, False, False, log_path, 0.0, start_error=reason)
+            return RunResult(
+                exit_code=None,
+                timed_out=False,
+                oom_killed=False,
+                log_path=log_path,
+                duration_s=0.0,
+                start_error=reason,
+            )
         if guard is not None:
             watcher.start()
         try:
@@ -402,11 +416,11 @@ def run_to_exit(
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
     return RunResult(
-        exit_code,
-        timed_out,
-        oom_killed,
-        log_path,
-        duration,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        oom_killed=oom_killed,
+        log_path=log_path,
+        duration_s=duration,
         stopped=stopped[0] if stopped else None,
     )
 

@@ -28,7 +28,7 @@ CURSOR_QUERY = b"\x1b[6n"  # ash asks where the cursor is; a terminal answers wi
 ROOT_ENTRIES = {"bin", "etc", "proc", "tmp"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepResult:
     ok: bool
     detail: str  # what was seen, or what went wrong and how to fix it
@@ -47,25 +47,32 @@ def run_listing(
         status = container.wait(timeout=timeout_s)
         output = container.logs().decode(errors="replace")
     except (docker.errors.APIError, OSError) as error:
-        return StepResult(False, f"running `ls /` in {image} failed: {error}")
+        return StepResult(ok=False, detail=f"running `ls /` in {image} failed: {error}")
     finally:
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
     entries = set(output.split())
     if status.get("StatusCode") != 0:
-        return StepResult(False, f"`ls /` exited with code {status.get('StatusCode')}", output)
+        return StepResult(
+            ok=False,
+            detail=f"`ls /` exited with code {status.get('StatusCode')}",
+            transcript=output,
+        )
     if not entries >= ROOT_ENTRIES:
         missing = ", ".join(sorted(ROOT_ENTRIES - entries))
-        return StepResult(False, f"`ls /` did not list {missing}", output)
-    return StepResult(True, f"`ls /` listed {len(entries)} entries", output)
+        return StepResult(ok=False, detail=f"`ls /` did not list {missing}", transcript=output)
+    return StepResult(ok=True, detail=f"`ls /` listed {len(entries)} entries", transcript=output)
 
 
 def interactive_session(image: str, labels: Mapping[str, str], timeout_s: float = 60) -> StepResult:
     """`docker run -it --rm alpine sh` in a pseudo-terminal: type `ls /`, `tty` and `exit`."""
     cli = shutil.which("docker")
     if cli is None:
-        return StepResult(False, "the docker command-line client is not installed (apt install "
-                          "docker.io); the interactive step needs it")  # fmt: skip
+        return StepResult(
+            ok=False,
+            detail="the docker command-line client is not installed (apt install docker.io); "
+            "the interactive step needs it",
+        )
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     return drive_shell(
         [cli, "run", "-it", "--rm", "--network", "none", *label_args, image, "sh"], timeout_s
@@ -88,21 +95,30 @@ def drive_shell(command: list[str], timeout_s: float) -> StepResult:
     session = _Session(controller, time.monotonic() + timeout_s)
     try:
         if not session.expect(lambda out: PROMPT.search(out) is not None):
-            return StepResult(False, "no shell prompt appeared", session.text)
+            return StepResult(ok=False, detail="no shell prompt appeared", transcript=session.text)
         typed = session.send("ls /\n")
         # A prompt the shell prints again (it redraws its line when the terminal is resized)
         # is not the end of the command: the listing is, followed by the next prompt.
         if not session.expect(lambda out: _lists_root(out[typed:]) and bool(PROMPT.search(out))):
-            return StepResult(False, "`ls /` typed in the shell did not list /", session.text)
+            return StepResult(
+                ok=False,
+                detail="`ls /` typed in the shell did not list /",
+                transcript=session.text,
+            )
         typed = session.send("tty\n")
         if not session.expect(lambda out: TERMINAL_NAME.search(out, typed) is not None):
-            return StepResult(False, "the shell has no terminal (`tty` said otherwise)",
-                              session.text)  # fmt: skip
+            return StepResult(
+                ok=False,
+                detail="the shell has no terminal (`tty` said otherwise)",
+                transcript=session.text,
+            )
         session.send("exit\n")
         session.expect(lambda out: False)  # read on until the terminal closes, or the deadline
         code = process.wait(timeout=max(0.1, session.deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        return StepResult(False, "the container did not end after `exit`", session.text)
+        return StepResult(
+            ok=False, detail="the container did not end after `exit`", transcript=session.text
+        )
     finally:
         if process.poll() is None:
             process.kill()
@@ -110,12 +126,15 @@ def drive_shell(command: list[str], timeout_s: float) -> StepResult:
         session.drain()
         os.close(controller)
     if code != 0:
-        return StepResult(False, f"`docker run -it` ended with code {code}", session.text)
+        return StepResult(
+            ok=False, detail=f"`docker run -it` ended with code {code}", transcript=session.text
+        )
     terminal_name = re.search(r"/dev/pts/\d+", session.text)
     return StepResult(
-        True,
-        f"typed `ls /`, `tty` ({terminal_name.group(0) if terminal_name else '?'}) and `exit`",
-        session.text,
+        ok=True,
+        detail=f"typed `ls /`, `tty` ({terminal_name.group(0) if terminal_name else '?'}) and "
+        "`exit`",
+        transcript=session.text,
     )
 
 
