@@ -14,7 +14,8 @@ from pathlib import Path
 
 from grader.domain.errors import GraderError, ManifestError
 from grader.domain.intake import ArchiveRefused, IntakeRefused, archive_stem, is_archive, take_in
-from grader.domain.results import CheckResult, GradingReport, Status, SubmissionResult
+from grader.domain.reasons import Reason
+from grader.domain.results import CheckResult, GradingReport, SubmissionResult
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.submission import Submission, load_submission, slugify
 from grader.domain.verdicts import review
@@ -153,14 +154,14 @@ def refused_result(
     reason = refusal(intake)
     if reason is None:
         raise ValueError(f"{intake.id} was taken in: it is graded, not refused")
+    why = "manifest-invalid" if isinstance(intake.problem, ManifestError) else "intake-refused"
     result = start_result(report, intake, report_dir)
     for check_id, spec in rubric.checks.items():
-        status: Status = "failed"
-        message = reason
+        check = CheckResult(check_id, spec.title, "failed", 0.0, spec.points, reason)
         if check_id.startswith(HOST_CHECKS):
-            status, message = "skipped", "skipped: the hand-in was not taken in"
-        result.checks[check_id] = CheckResult(
-            check_id, spec.title, status, 0.0, spec.points, message
-        )
+            check.status, check.message = "skipped", "skipped: the hand-in was not taken in"
+        else:
+            check.failed_for(Reason(f"{check_id}/{why}"))
+        result.checks[check_id] = check
     review(result, profile.targets, rubric.integrity_penalty, cleared)
     return result

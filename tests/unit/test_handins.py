@@ -71,6 +71,7 @@ def test_a_refused_archive_scores_zero_with_the_reason_and_runs_nothing(tmp_path
             assert (status, message) == ("skipped", "skipped: the hand-in was not taken in")
         else:
             assert (status, message) == ("failed", expected), check_id
+            assert result.checks[check_id].reason == f"{check_id}/intake-refused"
     assert all(c.duration_s == 0 and c.log_excerpt == "" for c in result.checks.values())
     assert not (tmp_path / "outside.txt").exists()
 
@@ -85,6 +86,9 @@ def test_an_invalid_manifest_says_to_fix_it(tmp_path):
     assert reason.startswith(f"{batch / 'carol' / 'submission.toml'}: ")
     assert reason.endswith("; fix submission.toml and hand in again")
     assert str(tmp_path / "run") not in reason  # the private copy is the run's, not the student's
+    result = refused_result(_report(), carol, tmp_path / "r", RUBRIC, PROFILE)
+    assert result.checks["serve.ping"].reason == "serve.ping/manifest-invalid"
+    assert result.checks["serve.ping"].message == reason
 
 
 def test_a_folder_over_the_limits_names_what_to_leave_out_and_nothing_more(tmp_path):
