@@ -137,7 +137,7 @@ class ProfileTable(Schema, frozen=True):
 
 class RubricFile(Schema, frozen=True):
     # Each profile is read as a ProfileTable after what it extends is filled in.
-    profiles: dict[str, dict[str, Any]]
+    profiles: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     checks: dict[str, CheckTable] = msgspec.field(default_factory=dict)
     integrity_penalty: Annotated[
         bool,

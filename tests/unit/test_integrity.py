@@ -24,7 +24,14 @@ from grader.domain.errors import DatasetError, GraderError, RubricError
 from grader.domain.results import CheckResult, GradingReport, SubmissionResult
 from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
 from grader.domain.verdicts import review
-from grader.engine.integrity import archive_name, is_torchserve, model_store, serialized_weights
+from grader.engine.integrity import (
+    Unreadable,
+    Weights,
+    archive_name,
+    is_torchserve,
+    model_store,
+    serialized_weights,
+)
 from grader.reports.store import clear_flag, load_cleared, rescore
 
 SIDE = 28
@@ -181,7 +188,9 @@ def test_integrity_penalty_is_off_by_default_and_validated(tmp_path):
         load_rubric(bad)
     assert str(raised.value).startswith(f"{bad}: integrity_penalty: must be true")
     few = rubric_with(tmp_path, "heldout_digits = 800", "heldout_digits = 3")
-    with pytest.raises(RubricError, match=r"limits\.heldout_digits: must be at least 10"):
+    with pytest.raises(
+        RubricError, match=r"limits\.heldout_digits: must be a whole number at least 10, got 3$"
+    ):
         load_rubric(few)
 
 
@@ -201,15 +210,19 @@ def mar(path: Path, serialized: str | None, files: dict[str, bytes]) -> Path:
 def test_the_serialized_file_of_an_archive_is_hashed(tmp_path):
     weights = b"weights of a trained model"
     found = serialized_weights(mar(tmp_path / "a.mar", "mnist_cnn.pt", {"mnist_cnn.pt": weights}))
-    assert found == ("mnist_cnn.pt", hashlib.sha256(weights).hexdigest())
+    assert found == Weights("mnist_cnn.pt", hashlib.sha256(weights).hexdigest())
 
 
 def test_unreadable_archives_say_why(tmp_path):
-    assert "has no MAR-INF/MANIFEST.json" in str(serialized_weights(mar(tmp_path / "a", None, {})))
+    no_manifest = serialized_weights(mar(tmp_path / "a", None, {}))
+    assert isinstance(no_manifest, Unreadable)
+    assert "has no MAR-INF/MANIFEST.json" in no_manifest.why
     missing = serialized_weights(mar(tmp_path / "b", "w.pt", {"other.pt": b"x"}))
-    assert "does not hold the serialized file w.pt" in str(missing)
+    assert isinstance(missing, Unreadable)
+    assert "does not hold the serialized file w.pt" in missing.why
     (tmp_path / "c").write_bytes(b"not a zip")
-    assert "is not a zip archive" in str(serialized_weights(tmp_path / "c"))
+    not_zip = serialized_weights(tmp_path / "c")
+    assert isinstance(not_zip, Unreadable) and "is not a zip archive" in not_zip.why
 
 
 def test_what_the_server_runs_and_where_its_models_are():

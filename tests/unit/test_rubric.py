@@ -119,7 +119,9 @@ def test_unreadable_rubrics(tmp_path):
     empty.write_text("[checks]\n")
     with pytest.raises(RubricError) as raised:
         load_rubric(empty)
-    assert str(raised.value) == f"{empty}: profiles: missing; set it to a table"
+    assert str(raised.value) == (
+        f"{empty}: profiles: at least one profile is needed, e.g. [profiles.offline]"
+    )
 
 
 def write(tmp_path, extra):
