@@ -1,8 +1,10 @@
 """Configuration files read into typed objects, checked against one schema per file.
 
-A schema is a tree of frozen `Schema` structs (msgspec) that hold the defaults and refuse unknown
-keys. `load_toml` reads a file into its schema; any problem becomes one line naming the file and
-the dotted key, what is wrong and how to fix it, raised as the caller's `GraderError` subclass.
+A schema is a tree of frozen `Schema` structs (msgspec), or of frozen dataclasses where other
+modules `replace` the objects, whose fields hold the types, bounds (`msgspec.Meta`) and defaults;
+unknown keys are refused. `load_toml` reads a file into its schema; any problem becomes one line
+naming the file and the dotted key, what is wrong and what is expected, raised as the caller's
+`GraderError` subclass.
 """
 
 from __future__ import annotations
