@@ -18,6 +18,7 @@ from xdist.remote import Producer
 
 from grader.domain.dataset import read_hidden_dir
 from grader.domain.errors import GraderError
+from grader.domain.handins import take_in_all
 from grader.domain.inert import terminal_safe
 from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
 from grader.domain.settings import Settings
@@ -31,8 +32,8 @@ from grader.pytest_plugin.checking import (
     classify_exception,
     fail_check,
     outcome_of,
+    reason_of,
 )
-from grader.pytest_plugin.intake import take_in_all
 from grader.pytest_plugin.parallel import SubmissionScheduling
 from grader.pytest_plugin.progress import BOARD_KEY, Progress
 from grader.pytest_plugin.registered import validate_collection
@@ -282,7 +283,9 @@ class GradingPlugin:
             return report
         assert self.run.results is not None, "the grading session has not started"
         intake = self.run.intakes[intake_id]
-        recorded = self.run.results.record(intake, check_id, outcome_of(call), call.duration)
+        recorded = self.run.results.record(
+            intake, check_id, outcome_of(call), call.duration, reason_of(call, check_id)
+        )
         item.stash[_recorded_key] = True
         # The result travels with the report to the controlling process (itself, when serial).
         report.user_properties.append(recorded)

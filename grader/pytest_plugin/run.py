@@ -8,7 +8,6 @@ reports) and hands workers what they share (`WorkerShare`); workers grade whole 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import secrets
 import time
@@ -23,6 +22,7 @@ import pytest
 from grader import __version__
 from grader.domain.dataset import HiddenSample, hidden_sample, load_dataset, read_hidden_dir
 from grader.domain.errors import BaseImageUnavailable, GraderError
+from grader.domain.handins import Intake
 from grader.domain.results import GradingReport, SubmissionResult
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.settings import Settings
@@ -35,8 +35,8 @@ from grader.engine.runs import RunLock, reap_dead_runs
 from grader.engine.standins import BASE_IMAGE
 from grader.engine.watchdog import check_budget
 from grader.pytest_plugin.deadlines import deadline, kill_containers
-from grader.pytest_plugin.intake import Intake
 from grader.pytest_plugin.run_results import RunResults
+from grader.reports.reuse import hidden_key
 from grader.reports.store import load_cleared
 from grader.stages.grading import Grader, new_run_id, share_host, threads_per_container
 from grader.stages.labsteps import ALPINE
@@ -208,7 +208,10 @@ class GradingRun:
         for intake in self.intakes.values():
             self.results.result_for(intake)
         reused = self.results.take_stored(
-            self.intakes.values(), dataset, self._hidden_key(), options.force
+            self.intakes.values(),
+            dataset,
+            hidden_key(options.seed, options.hidden_dir),
+            options.force,
         )
         if reused:
             self.say(
@@ -254,17 +257,6 @@ class GradingRun:
             pool = read_hidden_dir(given) if given else self.grader.dataset.hidden_digits()
             self._hidden = hidden_sample(pool, self.seed, self.profile.limits.heldout_digits)
         return self._hidden
-
-    def _hidden_key(self) -> str | None:
-        """What the hidden digits depend on beyond the dataset, for the stored results' key."""
-        parts = []
-        if self.options.seed is not None:
-            parts.append(f"seed {self.seed}")
-        if self.options.hidden_dir is not None:
-            digits = read_hidden_dir(self.options.hidden_dir)
-            data = hashlib.sha256(digits.pixels + digits.labels).hexdigest()
-            parts.append(f"hidden {data}")
-        return "; ".join(parts) or None
 
     def deadline_for(
         self, intake_id: str, check_id: str

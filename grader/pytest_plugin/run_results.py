@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from grader.domain.dataset import Dataset
+from grader.domain.handins import Intake, start_result
+from grader.domain.reasons import Reason
 from grader.domain.results import (
     CheckResult,
     GradingReport,
@@ -21,9 +23,7 @@ from grader.domain.results import (
     submission_to_json,
 )
 from grader.domain.rubric import Profile, Rubric
-from grader.domain.submission import slugify
 from grader.domain.verdicts import review
-from grader.pytest_plugin.intake import Intake
 from grader.reports.files import write_reports, write_results
 from grader.reports.store import load as load_stored
 from grader.reports.store import rescore, submission_key
@@ -55,20 +55,7 @@ class RunResults:
         self.reused: list[str] = []  # submissions whose stored results were taken
 
     def result_for(self, intake: Intake) -> SubmissionResult:
-        result = self.report.submission(
-            intake.id,
-            intake.source or intake.path,
-            self.report_dir / "artifacts" / slugify(intake.id),
-        )
-        for note in intake.notes:
-            result.note(note)
-        for flag in intake.flags:
-            result.flag(flag, "student-id")
-        if intake.submission:
-            result.student_name = intake.submission.student_name
-            for warning in intake.submission.warnings:
-                result.note(warning)
-        return result
+        return start_result(self.report, intake, self.report_dir)
 
     def review(self, result: SubmissionResult) -> None:
         """Flags, "unverified" notes and points of a result, under this run's rubric."""
@@ -100,6 +87,7 @@ class RunResults:
         check_id: str,
         outcome: tuple[Status, str, str],
         duration_s: float,
+        reason: Reason | None = None,
     ) -> tuple[str, str]:
         """Record a check's outcome; the user property that carries the result to the
         controlling process (itself, when serial)."""
@@ -116,6 +104,7 @@ class RunResults:
             log_excerpt=log,
             duration_s=duration_s,
         )
+        result.checks[check_id].failed_for(reason if status == "failed" else None)
         self.review(result)
         return RESULT_PROPERTY, json.dumps(submission_to_json(result))
 

@@ -13,14 +13,15 @@ from grader.domain.accuracy import training_curve
 from grader.domain.dataset import HiddenSample
 from grader.domain.dockerfile import cuda_base_problem, read_dockerfile
 from grader.domain.errors import DockerfileError
-from grader.domain.intake import ArchiveRefused, IntakeRefused
+from grader.domain.handins import Intake, refusal
+from grader.domain.intake import IntakeRefused
+from grader.domain.reasons import Reason
 from grader.domain.rubric import Profile
 from grader.domain.submission import Submission
 from grader.domain.verdicts import gpu_use_verdict
 from grader.engine.containers import log_excerpt
 from grader.engine.gpus import describe_device
 from grader.pytest_plugin.checking import fail_check
-from grader.pytest_plugin.intake import Intake
 from grader.pytest_plugin.run import GradingRun
 from grader.stages.grading import Grader, ImageBuild, TrainingRun
 from grader.stages.labsteps import StepResult
@@ -48,15 +49,14 @@ class SubmissionGrading:
         if elapsed > limit:
             fail_check(
                 f"the submission used up its {limit:g} s (limit submission_seconds) after "
-                f"{elapsed:.0f} s; this check and the ones left were not run"
+                f"{elapsed:.0f} s; this check and the ones left were not run",
+                reason=Reason("submission-time", {"limit_s": limit}),
             )
-        if self.intake.submission is None:
-            fix = "; fix submission.toml and hand in again"
-            if isinstance(self.intake.problem, ArchiveRefused):
-                fix = "; hand in an archive of regular files inside one folder"
-            elif isinstance(self.intake.problem, IntakeRefused):
-                fix = ""  # the reason says what to leave out
-            fail_check(f"{self.intake.problem}{fix}")
+        reason = refusal(self.intake)
+        if reason is not None or self.intake.submission is None:
+            refused = isinstance(self.intake.problem, IntakeRefused)  # archives' too
+            why = Reason("intake-refused" if refused else "manifest-invalid")
+            fail_check(str(reason), reason=why)
         return self.intake.submission
 
     @property
@@ -108,19 +108,22 @@ class SubmissionGrading:
                     f"{error}: the {what} half is missing; put its Dockerfile at "
                     f"{half}/Dockerfile, or name it {lab_names} at the top of the hand-in as the "
                     f"lab's repository does, or set {half}.context and {half}.dockerfile in "
-                    "submission.toml"
+                    "submission.toml",
+                    reason=Reason(f"{half}.dockerfile/missing", {"file": f"{half}/Dockerfile"}),
                 )
-            fail_check(str(error))
+            shown = str(submission.shown(spec.dockerfile))
+            fail_check(str(error), reason=Reason(f"{half}.dockerfile/unreadable", {"file": shown}))
         problem = cuda_base_problem(dockerfile)
         if problem:
-            fail_check(problem)
+            base = dockerfile.resolve_base(dockerfile.final_stage)
+            fail_check(problem, reason=Reason(f"{half}.dockerfile/not-cuda", {"base": base}))
 
     def fail_unless_built(self, build: ImageBuild, what: str) -> None:
         """The build check's verdict: the builder's error and the end of its log."""
         __tracebackhide__ = True
         if not build.ok:
             log = self.log(build.build.log_path) if build.build else ""
-            fail_check(f"the {what} image did not build: {build.error}", log)
+            fail_check(f"the {what} image did not build: {build.error}", log, build.reason)
 
     def _record_build(self, build: ImageBuild, role: str) -> ImageBuild:
         for base in build.base_images:

@@ -443,7 +443,7 @@ def _hand_in(batch: Path, name: str, manifest: str | None = None) -> Path:
 
 
 def _take_in_batch(tmp_path: Path, batch: Path) -> list:
-    from grader.pytest_plugin.intake import take_in_all
+    from grader.domain.handins import take_in_all
 
     staging = tmp_path / "run" / ".intake"
     return take_in_all(discover([batch]), tmp_path / "reports" / "intake", staging)
@@ -494,7 +494,7 @@ def test_a_claimed_student_id_flags_both_and_keeps_both(tmp_path):
 
 
 def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
-    import grader.pytest_plugin.intake
+    import grader.domain.handins
 
     batch = tmp_path / "batch"
     _hand_in(batch, "good")
@@ -502,14 +502,14 @@ def test_one_bad_hand_in_stops_only_itself(tmp_path, monkeypatch):
     _zip(batch / "nameless.zip", {"a/train/Dockerfile": b"x"})
     with zipfile.ZipFile(batch / "nameless.zip", "a") as handle:
         handle.writestr(zipfile.ZipInfo(""), b"x")
-    real = grader.pytest_plugin.intake.load_submission
+    real = grader.domain.handins.load_submission
 
     def load(folder, default_id=None):
         if default_id == "odd":
             raise RuntimeError("something unforeseen")
         return real(folder, default_id)
 
-    monkeypatch.setattr(grader.pytest_plugin.intake, "load_submission", load)
+    monkeypatch.setattr(grader.domain.handins, "load_submission", load)
     intakes = {intake.id: intake for intake in _take_in_batch(tmp_path, batch)}
     assert intakes["good"].submission is not None
     assert str(intakes["odd"].problem) == (
