@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import docker.models.containers
 import requests
 
 TORCHSERVE_MAIN = "org.pytorch.serve.ModelServer"  # the Java class every TorchServe runs
@@ -42,7 +43,25 @@ class ServedModel:
     problem: str | None = None
 
 
-def server_processes(container: Any) -> list[str] | None:
+@dataclass(frozen=True)
+class Weights:
+    """The serialized file a model archive names, and the SHA-256 of its bytes."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Why a file of the container, or a model archive, could not be read."""
+
+    why: str
+
+
+Container = docker.models.containers.Container
+
+
+def server_processes(container: Container) -> list[str] | None:
     """The command lines running in the container (None: the engine could not tell)."""
     try:
         top = container.top(ps_args="-eo pid,args")
@@ -81,52 +100,53 @@ def archive_name(description: Any) -> str | None:
     return None
 
 
-def copy_out(container: Any, path: str, limit: int, into: Path) -> Path | str:
+def copy_out(container: Container, path: str, limit: int, into: Path) -> Path | Unreadable:
     """One regular file of the container copied to `into`, or why it was not."""
     try:
         stream, stat = container.get_archive(path)
     except docker.errors.NotFound:
-        return f"{path} does not exist in the container"
+        return Unreadable(f"{path} does not exist in the container")
     except (docker.errors.APIError, requests.RequestException) as error:
-        return f"{path} could not be read from the container ({error})"
+        return Unreadable(f"{path} could not be read from the container ({error})")
+    stat = stat or {}
     if stat.get("linkTarget"):
-        return f"{path} is a link (to {stat['linkTarget']}), not the archive itself"
+        return Unreadable(f"{path} is a link (to {stat['linkTarget']}), not the archive itself")
     size = int(stat.get("size") or 0)
     if size > limit:
-        return f"{path} is {size} bytes, more than the {limit} the grader reads"
+        return Unreadable(f"{path} is {size} bytes, more than the {limit} the grader reads")
     tar_path = into / "copy.tar"
     received = 0
     with open(tar_path, "wb") as handle:
         for chunk in stream:
             received += len(chunk)
             if received > limit + (1 << 20):  # the tar's own headers take a few kB
-                return f"{path}: the engine sent more than the announced {size} bytes"
+                return Unreadable(f"{path}: the engine sent more than the announced {size} bytes")
             handle.write(chunk)
     try:
         with tarfile.open(tar_path) as archive:
             member = next((m for m in archive.getmembers() if m.isfile()), None)
             source = archive.extractfile(member) if member is not None else None
             if source is None:
-                return f"{path} is not a regular file"
+                return Unreadable(f"{path} is not a regular file")
             target = into / "file"
             with open(target, "wb") as out:
                 while block := source.read(CHUNK):
                     out.write(block)
     except tarfile.TarError as error:
-        return f"{path} could not be unpacked ({error})"
+        return Unreadable(f"{path} could not be unpacked ({error})")
     finally:
         tar_path.unlink(missing_ok=True)
     return target
 
 
-def _config_model_store(container: Any, processes: Sequence[str], into: Path) -> str | None:
+def _config_model_store(container: Container, processes: Sequence[str], into: Path) -> str | None:
     """`model_store` of the `-f` configuration file, when the Java command line has no `-s`."""
     for line in processes:
         words = line.split()
         if TORCHSERVE_MAIN in line and "-f" in words[:-1]:
             config = words[words.index("-f") + 1]
             copied = copy_out(container, config, CONFIG_LIMIT_BYTES, into)
-            if isinstance(copied, str):
+            if isinstance(copied, Unreadable):
                 return None
             for entry in copied.read_text(encoding="utf-8", errors="replace").splitlines():
                 key, _, value = entry.partition("=")
@@ -143,34 +163,34 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def serialized_weights(archive: Path) -> tuple[str, str] | str:
-    """(name, sha256) of the serialized file a model archive names, or why it cannot be read."""
+def serialized_weights(archive: Path) -> Weights | Unreadable:
+    """The serialized file a model archive names, hashed, or why it cannot be read."""
     try:
         with zipfile.ZipFile(archive) as mar:
             try:
                 manifest = json.loads(mar.read(MANIFEST))
             except KeyError:
-                return f"it has no {MANIFEST} (not made by torch-model-archiver)"
+                return Unreadable(f"it has no {MANIFEST} (not made by torch-model-archiver)")
             except ValueError as error:
-                return f"its {MANIFEST} is not JSON ({error})"
+                return Unreadable(f"its {MANIFEST} is not JSON ({error})")
             model = manifest.get("model") if isinstance(manifest, dict) else None
             name = model.get("serializedFile") if isinstance(model, dict) else None
             if not isinstance(name, str) or not name:
-                return f"its {MANIFEST} names no serializedFile"
+                return Unreadable(f"its {MANIFEST} names no serializedFile")
             try:
                 info = mar.getinfo(name)
             except KeyError:
-                return f"it does not hold the serialized file {name} its manifest names"
+                return Unreadable(f"it does not hold the serialized file {name} its manifest names")
             digest = hashlib.sha256()
             with mar.open(info) as source:
                 while block := source.read(CHUNK):
                     digest.update(block)
-            return name, digest.hexdigest()
+            return Weights(name, digest.hexdigest())
     except (zipfile.BadZipFile, OSError) as error:
-        return f"it is not a zip archive ({error}); only .mar archives are compared"
+        return Unreadable(f"it is not a zip archive ({error}); only .mar archives are compared")
 
 
-def served_model(container: Any, description: Any, processes: Sequence[str]) -> ServedModel:
+def served_model(container: Container, description: Any, processes: Sequence[str]) -> ServedModel:
     """The weights inside the archive a running TorchServe loaded its model from."""
     name = archive_name(description)
     if name is None:
@@ -189,9 +209,9 @@ def served_model(container: Any, description: Any, processes: Sequence[str]) -> 
             return ServedModel(problem="TorchServe's command line names no model store")
         path = posixpath.normpath(posixpath.join(working_dir, store, name))
         copied = copy_out(container, path, ARCHIVE_LIMIT_BYTES, Path(scratch))
-        if isinstance(copied, str):
-            return ServedModel(archive=path, problem=copied)
+        if isinstance(copied, Unreadable):
+            return ServedModel(archive=path, problem=copied.why)
         weights = serialized_weights(copied)
-        if isinstance(weights, str):
-            return ServedModel(archive=path, problem=f"{path}: {weights}")
-        return ServedModel(archive=path, serialized_file=weights[0], sha256=weights[1])
+        if isinstance(weights, Unreadable):
+            return ServedModel(archive=path, problem=f"{path}: {weights.why}")
+        return ServedModel(archive=path, serialized_file=weights.name, sha256=weights.sha256)

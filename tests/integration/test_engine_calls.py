@@ -12,6 +12,7 @@ import pytest
 
 from grader.engine.containers import writable_layer_bytes
 from grader.engine.diagnosis import ContainerInspector
+from grader.engine.integrity import Unreadable, copy_out
 from grader.engine.standins import ALPINE_IMAGE
 
 pytestmark = pytest.mark.integration
@@ -48,3 +49,19 @@ def test_the_writable_layer_grows_by_what_the_container_writes(container):
     assert code == 0
     after = writable_layer_bytes(container)
     assert after - before >= 3 * 1024 * 1024
+
+
+def test_a_file_is_copied_out_of_the_container_or_the_reason_given(container, tmp_path):
+    code, _ = container.exec_run(["sh", "-c", "printf weights > /m.pt && ln -s /m.pt /link.pt"])
+    assert code == 0
+    copied = copy_out(container, "/m.pt", 1024, tmp_path)
+    assert not isinstance(copied, Unreadable) and copied.read_bytes() == b"weights"
+    assert copy_out(container, "/absent.pt", 1024, tmp_path) == Unreadable(
+        "/absent.pt does not exist in the container"
+    )
+    assert copy_out(container, "/link.pt", 1024, tmp_path) == Unreadable(
+        "/link.pt is a link (to /m.pt), not the archive itself"
+    )
+    assert copy_out(container, "/m.pt", 3, tmp_path) == Unreadable(
+        "/m.pt is 7 bytes, more than the 3 the grader reads"
+    )
