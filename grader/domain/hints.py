@@ -1,6 +1,9 @@
 """Advice for students: what a failed check most likely means and what to change, in English
-and Chinese, picked from what the harness observed (messages, logs) rather than from the check
-id alone.
+and Chinese.
+
+A hint is picked by why a check failed, as data: the reason code the check recorded, whose facts
+(a file name, a model name, a limit) fill in its text. Only what students' own programs print
+is read with patterns: the build, training and server logs.
 """
 
 from __future__ import annotations
@@ -9,11 +12,16 @@ import locale
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from grader.domain.checks import CHECKS
-from grader.domain.results import SubmissionResult
+from grader.domain.errors import CatalogError
+from grader.domain.reasons import Fact, declared_facts, is_known
+from grader.domain.results import CheckResult, SubmissionResult
 
 LANGUAGES = ("en", "zh")
 # The logs that belong to each check, in the submission's artifacts folder.
@@ -22,16 +30,9 @@ LOG_TAIL_CHARS = 20_000
 
 
 CATALOG_FILE = Path(__file__).with_name("hints.toml")
-SPEC_KEYS = {
-    "checks",
-    "pattern",
-    "en",
-    "zh",
-    "failed_only",
-    "in_logs",
-    "unless_failed",
-    "more_than",
-}
+TRIGGERS = ("reasons", "pattern", "measured")
+SPEC_KEYS = {*TRIGGERS, "checks", *LANGUAGES, "failed_only", "unless_failed", "more_than"}
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,22 @@ class HintSpec:
     """One entry of the catalog: when it applies, and what to tell the student."""
 
     id: str
-    checks: tuple[str, ...]  # the checks it can explain
-    pattern: re.Pattern[str]  # searched in what was observed for such a check
-    texts: dict[str, str]  # language -> text
+    texts: dict[str, str]  # language -> text, `{fact}` filled in from the reason's facts
+    reasons: tuple[str, ...] = ()  # reason codes it explains
+    checks: tuple[str, ...] = ()  # checks whose logs `pattern` is searched in, or `measured` is for
+    pattern: re.Pattern[str] | None = None  # searched in the students' logs of such a check
+    measured: str | None = None  # a measurement that, when true, calls for the advice
     # Most hints explain a failure; some are advice worth giving even when the check passed.
     failed_only: bool = True
-    in_logs: bool = True  # False: only the check's message and the submission's notes count
     unless_failed: tuple[str, ...] = ()  # checks whose failure explains it better
     more_than: float | None = None  # the pattern's first group must be a number above this
 
     def applies(self, match: re.Match[str]) -> bool:
         return self.more_than is None or float(match.group(1)) > self.more_than
+
+    def text(self, language: str, facts: Mapping[str, Fact] | None = None) -> str:
+        """The advice in `language`, with the facts it names filled in."""
+        return PLACEHOLDER.sub(lambda m: _shown((facts or {})[m[1]]), self.texts[language])
 
 
 @dataclass(frozen=True)
@@ -59,46 +65,89 @@ class Hint:
     text: str
 
 
-def load_catalog(path: Path = CATALOG_FILE) -> tuple[HintSpec, ...]:
-    """The hint catalog, checked: every entry complete, in every language, with a valid pattern."""
-    with open(path, "rb") as handle:
-        entries = tomllib.load(handle)
-    specs = []
-    for hint_id, entry in entries.items():
-        unknown = set(entry) - SPEC_KEYS
-        missing = {"checks", "pattern", *LANGUAGES} - set(entry)
-        if unknown or missing:
-            raise ValueError(
-                f"{path}: hint {hint_id!r}: "
-                + "; ".join(
-                    f"{what} {', '.join(sorted(keys))}"
-                    for what, keys in (("unknown keys", unknown), ("missing", missing))
-                    if keys
-                )
-            )
-        more_than = entry.get("more_than")
-        texts = {
-            language: entry[language].replace("{more_than}", f"{more_than:g}")
-            if more_than is not None
-            else entry[language]
-            for language in LANGUAGES
-        }
-        specs.append(
-            HintSpec(
-                id=hint_id,
-                checks=tuple(entry["checks"]),
-                pattern=re.compile(entry["pattern"], re.IGNORECASE | re.MULTILINE),
-                texts=texts,
-                failed_only=bool(entry.get("failed_only", True)),
-                in_logs=bool(entry.get("in_logs", True)),
-                unless_failed=tuple(entry.get("unless_failed", ())),
-                more_than=more_than,
-            )
-        )
-    return tuple(specs)
+def _shown(fact: Fact) -> str:
+    return f"{fact:g}" if isinstance(fact, float) else str(fact)
 
 
-CATALOG = load_catalog()
+def load_catalog(path: Path | None = None) -> tuple[HintSpec, ...]:
+    """The hint catalog, checked: every entry complete, in every language, explaining reasons the
+    harness gives, naming only facts those reasons carry, with valid patterns. A problem is one
+    line naming the file and the key."""
+    path = path or CATALOG_FILE
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CatalogError(f"{path}: unreadable ({error}); fix or restore it") from None
+    return tuple(_spec(path, hint_id, entry) for hint_id, entry in entries.items())
+
+
+def _spec(path: Path, hint_id: str, entry: Any) -> HintSpec:
+    def fail(key: str, problem: str) -> CatalogError:
+        return CatalogError(f"{path}: {hint_id}{'.' + key if key else ''}: {problem}")
+
+    if not isinstance(entry, dict):
+        raise fail("", "not a table; give each hint as [hint-id] with its keys")
+    unknown = set(entry) - SPEC_KEYS
+    if unknown:
+        raise fail(min(unknown), f"unknown key; known keys are {', '.join(sorted(SPEC_KEYS))}")
+    for language in LANGUAGES:
+        if not isinstance(entry.get(language), str) or not entry[language].strip():
+            raise fail(language, "missing; every hint has a text in every language")
+    if not any(key in entry for key in TRIGGERS):
+        raise fail("", f"says nothing of when it applies; give one of {', '.join(TRIGGERS)}")
+    for key in ("reasons", "checks", "unless_failed"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(key, "give a list of strings")
+    reasons = tuple(entry.get("reasons", ()))
+    for code in reasons:
+        if not is_known(code):
+            raise fail("reasons", f"{code!r} is no reason code the harness gives")
+    checks = tuple(entry.get("checks", ()))
+    if ("pattern" in entry or "measured" in entry) and not checks:
+        raise fail("checks", "needed with pattern or measured: the checks it is for")
+    try:
+        pattern = re.compile(entry["pattern"], re.IGNORECASE | re.MULTILINE)
+    except KeyError:
+        pattern = None
+    except (re.error, TypeError) as error:
+        raise fail("pattern", f"not a regular expression ({error})") from None
+    more_than = entry.get("more_than")
+    if more_than is not None and (pattern is None or not isinstance(more_than, int | float)):
+        raise fail("more_than", "a number, for a pattern whose first group is a number")
+    texts = {language: entry[language] for language in LANGUAGES}
+    if more_than is not None:
+        texts = {k: text.replace("{more_than}", f"{more_than:g}") for k, text in texts.items()}
+    for language, text in texts.items():
+        for name in PLACEHOLDER.findall(text):
+            if pattern is not None or "measured" in entry:
+                raise fail(language, f"{{{name}}}: only a hint given for reasons alone names facts")
+            lacking = [code for code in reasons if name not in (declared_facts(code) or ())]
+            if lacking:
+                raise fail(language, f"{{{name}}} is no fact of {', '.join(lacking)}")
+    return HintSpec(
+        id=hint_id,
+        texts=texts,
+        reasons=reasons,
+        checks=checks,
+        pattern=pattern,
+        measured=entry.get("measured"),
+        failed_only=bool(entry.get("failed_only", True)),
+        unless_failed=tuple(entry.get("unless_failed", ())),
+        more_than=more_than,
+    )
+
+
+@cache
+def catalog() -> tuple[HintSpec, ...]:
+    """The catalog, read on first use: a broken catalog fails only what needs hints."""
+    return load_catalog()
+
+
+def __getattr__(name: str) -> Any:  # `CATALOG` reads the catalog when first asked for
+    if name == "CATALOG":
+        return catalog()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_language() -> str:
@@ -111,15 +160,11 @@ def default_language() -> str:
     return "zh" if with_locale.lower().startswith("zh") else "en"
 
 
-def observed(result: SubmissionResult, check_id: str, artifacts: Path, logs: bool = True) -> str:
-    """What the harness saw for a check: its message and the submission's notes, and with
-    `logs` its log excerpt and the stage's logs."""
-    check = result.checks[check_id]
-    parts = [check.message, *result.notes]
-    if not logs:
-        return "\n".join(parts)
-    parts.append(check.log_excerpt)
-    for name in STAGE_LOGS.get(check_id, ()):
+def students_output(check: CheckResult, artifacts: Path) -> str:
+    """What students' programs printed for a check: its log excerpt, the stage's logs, and the
+    facts the engine reported for it (say, why a command could not be executed)."""
+    parts = [check.log_excerpt, *(str(fact) for fact in check.facts.values())]
+    for name in STAGE_LOGS.get(check.check_id, ()):
         path = artifacts / name
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -136,17 +181,29 @@ def hints_for(result: SubmissionResult, language: str = "en") -> list[Hint]:
     for check_id, check in result.checks.items():
         if check.status in ("skipped", "error"):  # an error is the harness's: nothing to change
             continue
-        seen: dict[bool, str] = {}  # with logs or without: read once per check
-        for spec in CATALOG:
-            if check_id not in spec.checks or (spec.failed_only and check.status == "passed"):
+        output: list[str] = []  # the logs, read once per check
+        for spec in catalog():
+            if any(hint.id == spec.id for hint in hints):
+                continue
+            if spec.failed_only and check.status == "passed":
                 continue
             if any(_failed(result, other) for other in spec.unless_failed):
                 continue
-            if spec.in_logs not in seen:
-                seen[spec.in_logs] = observed(result, check_id, artifacts, spec.in_logs)
-            match = spec.pattern.search(seen[spec.in_logs])
-            if match and spec.applies(match) and all(h.id != spec.id for h in hints):
-                hints.append(Hint(spec.id, check_id, spec.texts[language]))
+            if check.status == "failed" and check.reason in spec.reasons:
+                hints.append(Hint(spec.id, check_id, spec.text(language, check.facts)))
+                continue
+            if check_id not in spec.checks:
+                continue
+            if spec.measured is not None and result.measurements.get(spec.measured):
+                hints.append(Hint(spec.id, check_id, spec.text(language)))
+                continue
+            if spec.pattern is None:
+                continue
+            if not output:
+                output.append(students_output(check, artifacts))
+            match = spec.pattern.search(output[0])
+            if match and spec.applies(match):
+                hints.append(Hint(spec.id, check_id, spec.text(language)))
     return hints
 
 

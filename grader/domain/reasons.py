@@ -46,7 +46,7 @@ REASONS: dict[str, tuple[str, ...]] = {
     "train.run/out-of-memory": ("limit_mb",),
     "train.run/exit-code": ("exit_code",),
     "train.reported_accuracy/not-reported": (),
-    "train.reported_accuracy/below-target": ("reported", "target"),
+    "train.reported_accuracy/below-target": ("accuracy", "target"),
     "train.model_artifact/not-copied": ("file",),  # written, but not copied out (link, size)
     "train.model_artifact/not-written": ("file",),
     "train.model_artifact/empty": ("file",),
@@ -85,7 +85,7 @@ REASONS: dict[str, tuple[str, ...]] = {
     "serve.sample_prediction/sample-label-unknown": ("file",),
     "serve.sample_prediction/wrong-digit": ("file", "label", "predicted"),
     "serve.heldout_accuracy/every-prediction-failed": ("error",),
-    "serve.heldout_accuracy/below-target": ("accuracy", "target", "total"),
+    "serve.heldout_accuracy/below-target": ("accuracy", "target"),
 }
 # Reasons any check can give, qualified with the check's id when recorded.
 ANY_CHECK: dict[str, tuple[str, ...]] = {

@@ -32,7 +32,7 @@ def reported_accuracy_failure(value: float, where: str, target: float) -> Failur
     return Failure(
         f"reported accuracy {value:.4f} ({where}) is below the target {target:.4f}; train "
         "longer or improve the model",
-        reason("train.reported_accuracy/below-target", reported=value, target=target),
+        reason("train.reported_accuracy/below-target", accuracy=value, target=target),
     )
 
 
@@ -53,9 +53,8 @@ def heldout_accuracy_failure(measurements: dict[str, Any], target: float) -> Fai
         f"accuracy on {total} hidden digits is {measured:.4f}, below the "
         f"target {target:.4f}{errors}; if training reported more, the served model may differ "
         "from the trained one (model definition, preprocessing)",
-        reason("serve.heldout_accuracy/below-target", accuracy=measured, target=target,
-               total=total),
-    )  # fmt: skip
+        reason("serve.heldout_accuracy/below-target", accuracy=measured, target=target),
+    )
 
 
 def heldout_accuracy_problem(measurements: dict[str, Any], target: float) -> str | None:

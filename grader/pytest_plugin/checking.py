@@ -10,24 +10,38 @@ import docker.errors
 import pytest
 
 from grader.domain.inert import terminal_safe
+from grader.domain.reasons import Reason, reason
 from grader.domain.results import Status
 
 CHECK_MARKER = "check"
 
 
 class CheckFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
-    """A check that failed for a reason the student can act on; carries a log excerpt."""
+    """A check that failed for a reason the student can act on; carries a log excerpt and the
+    reason as data (grader/domain/reasons.py)."""
 
-    def __init__(self, message: str, log: str = "") -> None:
+    def __init__(self, message: str, log: str = "", reason: Reason | None = None) -> None:
         # pytest prints its message on the terminal: shown inert, kept whole for the reports.
         super().__init__(terminal_safe(message, keep_newlines=True), pytrace=False)
         self.message = message
         self.log = log
+        self.reason = reason
 
 
-def fail_check(message: str, log: str = "") -> NoReturn:
+def fail_check(message: str, log: str = "", reason: Reason | None = None) -> NoReturn:
     __tracebackhide__ = True
-    raise CheckFailure(message, log)
+    raise CheckFailure(message, log, reason)
+
+
+def reason_of(call: pytest.CallInfo[None], check_id: str) -> Reason | None:
+    """Why a check failed, as data with the check's id, when it failed for a known reason."""
+    error = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(error, CheckFailure) and error.reason is not None:
+        return error.reason.within(check_id)
+    if isinstance(error, docker.errors.APIError) and error.is_client_error():
+        refused = (error.explanation or str(error)).strip()
+        return reason(f"{check_id}/engine-refused", error=refused)
+    return None
 
 
 def check(check_id: str) -> pytest.MarkDecorator:

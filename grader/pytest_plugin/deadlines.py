@@ -15,6 +15,7 @@ import docker
 import docker.errors
 import requests
 
+from grader.domain.reasons import Reason
 from grader.domain.results import Flag, SubmissionResult, WrongDigit
 from grader.engine.containers import RUN_LABEL, SUBMISSION_LABEL
 from grader.engine.watchdog import Budget, Watchdog
@@ -75,12 +76,14 @@ def ran_out(watchdog: Watchdog, budget: Budget) -> NoReturn:
         fail_check(
             f"this check did not finish within {budget.limit_seconds:g} s (limit check_seconds) "
             "and was stopped, with the submission's containers; what it waited on (a build, the "
-            "training, the server's answers) must finish well within that"
+            "training, the server's answers) must finish well within that",
+            reason=Reason("check-time", {"limit_s": budget.limit_seconds}),
         )
     fail_check(
         f"the submission used up its {budget.limit_seconds:g} s (limit submission_seconds) during "
         "this check, which was stopped with the submission's containers; the checks left were "
-        "not run"
+        "not run",
+        reason=Reason("submission-time", {"limit_s": budget.limit_seconds}),
     )
 
 

@@ -55,7 +55,7 @@ class SubmissionGrading:
         reason = refusal(self.intake)
         if reason is not None or self.intake.submission is None:
             refused = isinstance(self.intake.problem, IntakeRefused)  # archives' too
-            why = Reason("intake-refused" if refused else "manifest-invalid")
+            why = Reason("intake-refused") if refused else Reason("manifest-invalid")
             fail_check(str(reason), reason=why)
         return self.intake.submission
 

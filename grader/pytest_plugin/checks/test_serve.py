@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 
+from grader.domain.reasons import reason
 from grader.domain.results import WrongDigit
-from grader.domain.verdicts import heldout_accuracy_problem
+from grader.domain.verdicts import heldout_accuracy_failure
 from grader.engine.integrity import is_torchserve, served_model, server_processes, sha256_of
 from grader.pytest_plugin.plugin import SubmissionGrading, check, fail_check
 from grader.stages.serving import PredictionError, Server, png, predict_digit, predict_heldout
@@ -30,9 +31,16 @@ def test_build(grading: SubmissionGrading) -> None:
 def test_ping(grading: SubmissionGrading) -> None:
     server = grading.server()
     outcome = grading.server_health()
+    _record_token(grading, server)
     if not outcome.ok:
-        fail_check(outcome.message, outcome.log)
+        fail_check(outcome.message, outcome.log, outcome.reason)
     _record_processes(grading, server)
+
+
+def _record_token(grading: SubmissionGrading, server: Server) -> None:
+    """Token authorization was on and the grader got through with key_file.json: advice."""
+    if server.token_read:
+        grading.result.measurements["server_token_auth"] = True
 
 
 def _record_processes(grading: SubmissionGrading, server: Server) -> None:
@@ -84,9 +92,10 @@ def _verify_served_model(grading: SubmissionGrading, server: Server) -> None:
 def test_model_ready(grading: SubmissionGrading) -> None:
     grading.require_healthy_server()
     outcome = grading.model_readiness()
-    if not outcome.ok:
-        fail_check(outcome.message, outcome.log)
     server = grading.server()
+    _record_token(grading, server)
+    if not outcome.ok:
+        fail_check(outcome.message, outcome.log, outcome.reason)
     _record_processes(grading, server)  # the workers run by now
     _verify_served_model(grading, server)
 
@@ -99,23 +108,35 @@ def test_sample_prediction(grading: SubmissionGrading) -> None:
     if serve.sample_image is None or not serve.sample_image.is_file():
         fail_check(
             f"no handwritten digit image found in {serve.context.name}/: add one (PNG or JPEG), "
-            "e.g. digit_7.png, or set serve.sample_image in submission.toml"
+            "e.g. digit_7.png, or set serve.sample_image in submission.toml",
+            reason=reason(
+                "serve.sample_prediction/no-sample-image", folder=f"{serve.context.name}/"
+            ),
         )
     if serve.sample_label is None:
         fail_check(
             f"cannot tell which digit {serve.sample_image.name} shows: put the digit in its name "
-            "(e.g. digit_7.png) or set serve.sample_label in submission.toml"
+            "(e.g. digit_7.png) or set serve.sample_label in submission.toml",
+            reason=reason(
+                "serve.sample_prediction/sample-label-unknown", file=serve.sample_image.name
+            ),
         )
     try:
         predicted = predict_digit(server.api, serve.model_name, serve.sample_image.read_bytes())
     except PredictionError as error:
-        fail_check(str(error), server.running.log_tail())
+        fail_check(error.message, server.running.log_tail(), error.reason)
     grading.result.measurements["sample_prediction"] = predicted
     if predicted != serve.sample_label:
         fail_check(
             f"{serve.sample_image.name} shows a {serve.sample_label} but the server predicted "
             f"{predicted}; check the handler's preprocessing (grey-scale, 28x28, the training "
-            "normalisation, light digit on dark background)"
+            "normalisation, light digit on dark background)",
+            reason=reason(
+                "serve.sample_prediction/wrong-digit",
+                file=serve.sample_image.name,
+                label=serve.sample_label,
+                predicted=predicted,
+            ),
         )
 
 
@@ -171,9 +192,15 @@ def test_heldout_accuracy(grading: SubmissionGrading) -> None:
     ]
     if result.error_count == result.total:
         stopped = f"; {result.errors[-1]}" if result.not_sent else ""
-        fail_check(f"every prediction failed; first error: {result.errors[0]}{stopped}")
-    problem = heldout_accuracy_problem(
+        first = result.first_reason
+        why = (
+            first
+            if first is not None and first.code == "unreadable-body"
+            else reason("serve.heldout_accuracy/every-prediction-failed", error=result.errors[0])
+        )
+        fail_check(f"every prediction failed; first error: {result.errors[0]}{stopped}", reason=why)
+    failure = heldout_accuracy_failure(
         grading.result.measurements, profile.targets.heldout_accuracy
     )
-    if problem:
-        fail_check(problem)
+    if failure:
+        fail_check(failure.message, reason=failure.reason)
