@@ -64,7 +64,7 @@ class ImageBuild:
         reason: Reason | None = None,
     ) -> ImageBuild:
         """A build that could not start, and why: its Dockerfile, a base image, its context."""
-        return cls(tag, None, base_images, problem=problem, failed_for=reason)
+        return cls(tag, build=None, base_images=base_images, problem=problem, failed_for=reason)
 
     @property
     def reason(self) -> Reason | None:
