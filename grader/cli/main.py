@@ -42,6 +42,7 @@ from grader.engine.standins import (
     ensure_base_image,
     ensure_torchserve_image,
 )
+from grader.pytest_plugin.options import add_argument as add_shared_option
 from grader.pytest_plugin.progress import TerminalBoard
 
 EXIT_BELOW_THRESHOLD = 1
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "paths", nargs="*", default=["submissions"], metavar="PATH",
         help="submission folders or folders of submissions (default: submissions)",
     )  # fmt: skip
-    grade.add_argument("--report-dir", default="reports", help="default: reports")
+    add_shared_option(grade, "--report-dir")
     _grading_options(grade)
     grade.add_argument(
         "-j", "--jobs", default="auto", metavar="N",
@@ -195,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     flag_commands = flags.add_subparsers(dest="flags_command", required=True, metavar="ACTION")
     listing = flag_commands.add_parser("list", help="every flag with its id, standing or cleared")
-    listing.add_argument("--report-dir", default="reports", help="default: reports")
+    add_shared_option(listing, "--report-dir")
     listing.set_defaults(run=_flags)
     clear = flag_commands.add_parser(
         "clear",
@@ -205,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     clear.add_argument(
         "flag_id", metavar="ID", help="SUBMISSION:FLAG, as `grader flags list` shows"
     )
-    clear.add_argument("--report-dir", default="reports", help="default: reports")
+    add_shared_option(clear, "--report-dir")
     clear.add_argument("--note", default="", help="why, kept with the decision")
     clear.set_defaults(run=_flags)
     return parser
@@ -214,38 +215,18 @@ def _parser() -> argparse.ArgumentParser:
 def _grading_options(command: argparse.ArgumentParser) -> None:
     """Options `grade` and `check` share."""
     _image_options(command)
-    command.add_argument("--profile", default="offline", help="rubric profile (default: offline)")
-    command.add_argument("--rubric", default=None, help="rubric TOML (default: the bundled one)")
-    command.add_argument("--gpus", default="auto", help="auto, none, all, or GPU ids like 0,1")
-    command.add_argument(
-        "--seed", type=_seed, default=None, metavar="N",
-        help="draws the hidden digits and their augmentation; the same seed sends the same "
-        "digits again (default: a new secret one, kept in results.json)",
-    )  # fmt: skip
-    command.add_argument(
-        "--hidden-dir", type=Path, default=None, metavar="DIR",
-        help="the course's own hidden digits: one *-images-idx3-ubyte and one "
-        "*-labels-idx1-ubyte file (MNIST IDX, plain or .gz)",
-    )  # fmt: skip
+    # Declared in grader/pytest_plugin/options.py, with the plugin's options of the same names.
+    for flag in ("--profile", "--rubric", "--gpus", "--seed", "--hidden-dir"):
+        add_shared_option(command, flag)
     resume = command.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume", action="store_true",
         help="take submissions whose stored results are still valid from them (the default: "
         "running the same command again resumes a killed batch)",
     )  # fmt: skip
-    resume.add_argument(
-        "--force", action="store_true",
-        help="grade again even submissions whose stored results are still valid",
-    )  # fmt: skip
-    command.add_argument(
-        "--keep-images", action="store_true",
-        help="keep each submission's images after grading (default: remove them)",
-    )  # fmt: skip
-    command.add_argument(
-        "--image-cache-gb", type=float, default=20.0, metavar="GB",
-        help="with --keep-images: remove images kept by earlier runs, oldest first, while all "
-        "kept images take more than GB (default 20)",
-    )  # fmt: skip
+    add_shared_option(resume, "--force")
+    add_shared_option(command, "--keep-images")
+    add_shared_option(command, "--image-cache-gb")
     command.add_argument(
         "--progress", choices=("auto", "board", "lines"), default="auto",
         help="board: a live board per worker; lines: one line per event, as in CI logs "
@@ -394,12 +375,6 @@ def _grade(args: argparse.Namespace) -> int:
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
     return EXIT_HARNESS_FAILED
-
-
-def _seed(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 0")
-    return int(text)
 
 
 def _flags(args: argparse.Namespace) -> int:

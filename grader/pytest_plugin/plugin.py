@@ -34,6 +34,7 @@ from grader.pytest_plugin.checking import (
     outcome_of,
     reason_of,
 )
+from grader.pytest_plugin.options import add_pytest_options
 from grader.pytest_plugin.parallel import SubmissionScheduling
 from grader.pytest_plugin.progress import BOARD_KEY, Progress
 from grader.pytest_plugin.registered import validate_collection
@@ -48,59 +49,7 @@ __all__ = ["CheckFailure", "SubmissionGrading", "check", "classify_exception", "
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab5-grader", "lab5-grader (grading lab 5 submissions)")
-    group.addoption(
-        "--submissions",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a submission folder, or a folder of submissions (repeatable); turns grading on",
-    )
-    group.addoption("--profile", default="offline", help="rubric profile (default: offline)")
-    group.addoption("--rubric", default=None, metavar="FILE", help="rubric TOML file")
-    group.addoption(
-        "--report-dir", default="reports", metavar="DIR", help="where reports go (default: reports)"
-    )
-    group.addoption(
-        "--force",
-        action="store_true",
-        help="grade every submission again, even when a stored result is still valid",
-    )
-    group.addoption(
-        "--keep-images",
-        action="store_true",
-        help="keep each submission's images after grading (default: remove them)",
-    )
-    group.addoption(
-        "--image-sources-json",
-        default=None,
-        help="where base images come from, as `grader grade` resolved it (config and options)",
-    )
-    group.addoption(
-        "--image-cache-gb",
-        type=float,
-        default=20.0,
-        help="with --keep-images: images kept by earlier runs are removed, oldest first, while "
-        "all kept images take more than this (default 20)",
-    )
-    group.addoption(
-        "--gpus",
-        default="auto",
-        help="GPUs for containers: auto (when the engine has the NVIDIA runtime), none, all, ids",
-    )
-    group.addoption(
-        "--seed",
-        type=int,
-        default=None,
-        help="the secret that draws the run's hidden digits and their augmentation; the same "
-        "seed sends the same digits again (default: a new random one, kept in results.json)",
-    )
-    group.addoption(
-        "--hidden-dir",
-        default=None,
-        metavar="DIR",
-        help="the course's own hidden digits instead of the dataset's: one *-images-idx3-ubyte "
-        "and one *-labels-idx1-ubyte file (MNIST IDX, plain or .gz)",
-    )
+    add_pytest_options(group)  # grader/pytest_plugin/options.py, shared with `grader grade`
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -126,9 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gpus = check_selection(config.getoption("gpus"))
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
-    seed = config.getoption("seed")
-    if seed is not None and seed < 0:
-        raise pytest.UsageError(f"--seed {seed}: give a whole number of at least 0")
+    seed = config.getoption("seed")  # a whole number of at least 0 (options.whole_number)
     hidden_dir = config.getoption("hidden_dir")
     if hidden_dir is not None:
         try:
