@@ -177,7 +177,10 @@ class SubmissionGrading:
         verdict = gpu_use_verdict(cuda, describe_device(self._grader.gpus), standins)
         if verdict is not None:
             kind, text = verdict
-            (self.result.flag if kind == "flag" else self.result.note)(text)
+            if kind == "flag":  # a stable id, so a TA's clearing survives re-scoring
+                self.result.flag(text, "gpu-unused")
+            else:
+                self.result.note(text)
 
     def require_finished_training(self) -> TrainingRun:
         __tracebackhide__ = True
