@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from xdist.remote import Producer
+from xdist.workermanage import WorkerController
 
 from grader.domain.dataset import read_hidden_dir
 from grader.domain.errors import GraderError
@@ -150,10 +151,9 @@ class GradingPlugin:
         return SubmissionScheduling(config, log)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: object) -> None:
+    def pytest_configure_node(self, node: WorkerController) -> None:
         """pytest-xdist: every worker grades under the controller's run id."""
-        workerinput = node.workerinput  # type: ignore[attr-defined]
-        workerinput.update(self.run.share_with_workers().to_workerinput())
+        node.workerinput.update(self.run.share_with_workers().to_workerinput())
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         results = self.run.results
