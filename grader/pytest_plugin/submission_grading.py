@@ -11,8 +11,6 @@ import pytest
 
 from grader.domain.accuracy import training_curve
 from grader.domain.dataset import HiddenSample
-from grader.domain.dockerfile import cuda_base_problem, read_dockerfile
-from grader.domain.errors import DockerfileError
 from grader.domain.handins import Intake, refusal
 from grader.domain.intake import IntakeRefused
 from grader.domain.reasons import Reason
@@ -25,6 +23,7 @@ from grader.pytest_plugin.checking import fail_check
 from grader.pytest_plugin.run import GradingRun
 from grader.stages.grading import Grader, ImageBuild, TrainingRun
 from grader.stages.labsteps import StepResult
+from grader.stages.lint import Half, dockerfile_problem
 from grader.stages.serving import Outcome, Server
 
 
@@ -89,34 +88,12 @@ class SubmissionGrading:
         """Whether the submission's model has a READY worker, and what the server said."""
         return self._grader.model_ready(self.submission)
 
-    def lint_dockerfile(self, half: Literal["train", "serve"]) -> None:
+    def lint_dockerfile(self, half: Half) -> None:
         """Fail unless the half's Dockerfile parses and builds on a CUDA-enabled image."""
         __tracebackhide__ = True
-        submission = self.submission
-        spec = submission.train if half == "train" else submission.serve
-        what = "training" if half == "train" else "inference"
-        try:
-            dockerfile = read_dockerfile(spec.dockerfile, submission.shown(spec.dockerfile))
-        except DockerfileError as error:
-            if not spec.dockerfile.exists():
-                lab_names = (
-                    "Dockerfile.gpu or Dockerfile.cpu"
-                    if half == "train"
-                    else "Dockerfile.infer.gpu or Dockerfile.infer.cpu"
-                )
-                fail_check(
-                    f"{error}: the {what} half is missing; put its Dockerfile at "
-                    f"{half}/Dockerfile, or name it {lab_names} at the top of the hand-in as the "
-                    f"lab's repository does, or set {half}.context and {half}.dockerfile in "
-                    "submission.toml",
-                    reason=Reason(f"{half}.dockerfile/missing", {"file": f"{half}/Dockerfile"}),
-                )
-            shown = str(submission.shown(spec.dockerfile))
-            fail_check(str(error), reason=Reason(f"{half}.dockerfile/unreadable", {"file": shown}))
-        problem = cuda_base_problem(dockerfile)
-        if problem:
-            base = dockerfile.resolve_base(dockerfile.final_stage)
-            fail_check(problem, reason=Reason(f"{half}.dockerfile/not-cuda", {"base": base}))
+        problem = dockerfile_problem(self.submission, half)
+        if problem is not None:
+            fail_check(problem.message, reason=problem.reason)
 
     def fail_unless_built(self, build: ImageBuild, what: str) -> None:
         """The build check's verdict: the builder's error and the end of its log."""
