@@ -10,7 +10,7 @@ import docker.errors
 import pytest
 
 from grader.domain.inert import terminal_safe
-from grader.domain.reasons import Reason, reason
+from grader.domain.reasons import Reason, UnknownReason, reason
 from grader.domain.results import Status
 
 CHECK_MARKER = "check"
@@ -37,7 +37,10 @@ def reason_of(call: pytest.CallInfo[None], check_id: str) -> Reason | None:
     """Why a check failed, as data with the check's id, when it failed for a known reason."""
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, CheckFailure) and error.reason is not None:
-        return error.reason.within(check_id)
+        try:
+            return error.reason.within(check_id)
+        except UnknownReason:  # recording the failure matters more than its code
+            return None
     if isinstance(error, docker.errors.APIError) and error.is_client_error():
         refused = (error.explanation or str(error)).strip()
         return reason(f"{check_id}/engine-refused", error=refused)

@@ -130,6 +130,10 @@ def test_a_failure_carries_its_reason_with_the_checks_id():
     assert reason_of(call, "train.run") == Reason("train.run/timeout", {"limit_s": 900})
     call = pytest.CallInfo.from_call(lambda: fail_check("no reason"), "call")
     assert reason_of(call, "train.run") is None
+    # A reason of another check is the harness's slip: the failure is still recorded.
+    misplaced = reason("copy-missing", file="x")
+    call = pytest.CallInfo.from_call(lambda: fail_check("x", reason=misplaced), "call")
+    assert reason_of(call, "train.run") is None
 
 
 OLD_CHECK = {
