@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
 from grader import __version__
 from grader.domain.dataset import (
@@ -311,7 +313,7 @@ def _images(args: argparse.Namespace) -> int:
     return EXIT_BELOW_THRESHOLD if missing else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -507,9 +509,8 @@ def _grade_on_ray(args: argparse.Namespace) -> int:
     return 0 if args.fail_under is None else _check_fail_under(args)
 
 
-def _is_terminal(stream: object) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM", "dumb") != "dumb"
+def _is_terminal(stream: TextIO) -> bool:
+    return stream.isatty() and os.environ.get("TERM", "dumb") != "dumb"
 
 
 def _jobs(requested: str, paths: list[str]) -> int:
