@@ -13,11 +13,14 @@ import socket
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import requests.structures
 import requests.utils
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 REQUEST_TIMEOUT_S = 30.0
 MAX_ANSWER_BYTES = 4 << 20  # API answers are small; a larger one is refused, not kept in memory
@@ -56,7 +59,7 @@ class _DeadlineSocket(socket.socket):
             raise TimeoutError("deadline passed")
         self.settimeout(left)
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         self._arm()
         count = super().recv_into(buffer, nbytes, flags)
         self.received += count
@@ -68,7 +71,7 @@ class _DeadlineSocket(socket.socket):
         self.received += len(data)
         return data
 
-    def sendall(self, data: Any, flags: int = 0) -> None:
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         self._arm()  # since Python 3.5 the timeout bounds the whole sendall
         super().sendall(data, flags)
 
