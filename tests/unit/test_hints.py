@@ -13,6 +13,7 @@ import pytest
 
 from grader.cli.main import main
 from grader.domain import hints
+from grader.domain.checks import check_ids
 from grader.domain.errors import CatalogError
 from grader.domain.hints import (
     LANGUAGES,
@@ -90,6 +91,10 @@ def test_every_declared_reason_is_raised_somewhere_in_the_harness():
         # reason("name", ...), Reason("check/name", ...), reason(f"{half}.build/name", ...)
         made = rf'\b[Rr]eason\(\s*f?"(?:[\w.{{}}]+/)?{re.escape(name)}"'
         assert re.search(made, sources), f"{code}: no part of grader/ gives this reason"
+
+
+def test_every_reason_belongs_to_a_check_of_the_table():
+    assert {code.split("/")[0] for code in REASONS} <= set(check_ids())
 
 
 def test_a_reason_name_carries_the_same_facts_on_every_check():
