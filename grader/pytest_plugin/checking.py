@@ -16,6 +16,8 @@ from grader.domain.results import Status
 CHECK_MARKER = "check"
 
 
+# pytest's failure class is public only as the attribute `pytest.fail.Exception`, which a type
+# checker cannot take for a base class.
 class CheckFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
     """A check that failed for a reason the student can act on; carries a log excerpt and the
     reason as data (grader/domain/reasons.py)."""
@@ -66,10 +68,10 @@ def outcome_of(call: pytest.CallInfo[None]) -> tuple[Status, str, str]:
     error = call.excinfo.value
     if isinstance(error, CheckFailure):
         return "failed", error.message, error.log
-    if call.excinfo.errisinstance(pytest.skip.Exception):
-        return "skipped", str(error.msg), ""  # type: ignore[attr-defined]
-    if call.excinfo.errisinstance(pytest.fail.Exception):
-        return "failed", str(error.msg), ""  # type: ignore[attr-defined]
+    if isinstance(error, pytest.skip.Exception):
+        return "skipped", str(error.msg), ""
+    if isinstance(error, pytest.fail.Exception):
+        return "failed", str(error.msg), ""
     return classify_exception(error)
 
 

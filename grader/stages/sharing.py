@@ -7,6 +7,7 @@ number of compute threads that does not oversubscribe its cores.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 from grader.domain.rubric import Profile
@@ -24,8 +25,8 @@ def share_host(profile: Profile, engine_info: dict[str, object], workers: int) -
     at least its fair share when all are busy, and idle cores when others wait on image builds
     or server start-ups. Its compute threads are cut to the fair share (`threads_per_container`).
     """
-    cores = float(engine_info.get("NCPU") or 1)  # type: ignore[arg-type]
-    memory_mb = int(engine_info.get("MemTotal") or 0) // (1 << 20)  # type: ignore[call-overload]
+    cores = _engine_number(engine_info, "NCPU", 1)
+    memory_mb = int(_engine_number(engine_info, "MemTotal", 0)) // (1 << 20)
     limits = replace(profile.limits, cpus=min(profile.limits.cpus, cores))
     if workers > 1:
         share_mb = int(memory_mb * (1 - LEFT_TO_THE_HOST) / workers)
@@ -42,5 +43,11 @@ def threads_per_container(
     """
     if workers <= 1:
         return None
-    cores = float(engine_info.get("NCPU") or 1)  # type: ignore[arg-type]
+    cores = _engine_number(engine_info, "NCPU", 1)
     return max(1, min(math.ceil(profile.limits.cpus), int(cores // workers)))
+
+
+def _engine_number(engine_info: Mapping[str, object], key: str, default: float) -> float:
+    """A number `docker info` gives, or `default` when it gives none (or 0)."""
+    value = engine_info.get(key)
+    return float(value) if isinstance(value, int | float | str) and value else default
