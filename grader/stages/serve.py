@@ -67,7 +67,7 @@ class ServeStage:
         )
         if isinstance(prepared, Failure):
             return ImageBuild.not_started(tag, prepared.message, reason=prepared.reason)
-        context, origin = prepared
+        context = prepared.folder
         if not serve.dockerfile.is_relative_to(serve.context):
             shown = submission.shown(serve.dockerfile)
             outside = f"{shown} is outside the serve context"
@@ -76,7 +76,9 @@ class ServeStage:
             )
         dockerfile = context / serve.dockerfile.relative_to(serve.context)
         shown = submission.shown(serve.dockerfile)
-        return self.builder.build(submission, "serve", context, dockerfile, shown, origin)
+        return self.builder.build(
+            submission, "serve", context, dockerfile, shown, prepared.model_origin
+        )
 
     def server(self, submission: Submission) -> Server:
         """The started inference container (the serving build must have succeeded)."""

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from PIL import Image
@@ -211,34 +211,37 @@ class Server:
         return self._inspector
 
 
-def prepare_serve_context(
-    context: Path, model_path: str, trained_model: Path | None, scratch: Path
-) -> tuple[Path | None, str]:
-    """Copy the serve context to `scratch` with the model at `model_path`.
+@dataclass(frozen=True)
+class ServeContext:
+    """A private copy of the serve context with the model in place."""
 
-    The copy follows no link, and links that leave it lead nowhere; the model is written only
-    into real folders of the copy. Returns the model's origin ("trained" or "committed") or None
-    with the reason there is none.
-    """
-    prepared = serve_context(context, model_path, trained_model, scratch)
-    return (None, prepared.message) if isinstance(prepared, Failure) else prepared
+    folder: Path
+    model_origin: Literal["trained", "committed"]  # the weights training wrote, or the copy's
+
+
+class _NoFolder(Exception):
+    """Why the folder of the model path cannot take the model."""
 
 
 def serve_context(
     context: Path, model_path: str, trained_model: Path | None, scratch: Path
-) -> tuple[Path, str] | Failure:
-    """`prepare_serve_context`, with why there is no context to build as a Failure."""
+) -> ServeContext | Failure:
+    """Copy the serve context to `scratch` with the model at `model_path`, or why there is no
+    context to build.
+
+    The copy follows no link, and links that leave it lead nowhere; the model is written only
+    into real folders of the copy.
+    """
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.parent.mkdir(parents=True, exist_ok=True)
     try:
         copy_tree(context, scratch)
     except IntakeRefused as error:
         return Failure(str(error), reason("intake-refused"))
-    folder, problem = _real_folder(
-        scratch, Path(model_path).parent, create=trained_model is not None
-    )
     unusable = reason("model-path", model_path=model_path)
-    if folder is None:
+    try:
+        folder = _real_folder(scratch, Path(model_path).parent, create=trained_model is not None)
+    except _NoFolder as problem:
         return Failure(f"serve.model_path {model_path}: {problem}", unusable)
     target = folder / Path(model_path).name
     if target.is_dir() and not target.is_symlink():
@@ -248,9 +251,9 @@ def serve_context(
         )
     if trained_model is not None:
         place_file(trained_model, target)  # a link, not a second copy, where possible
-        return scratch, "trained"
+        return ServeContext(scratch, model_origin="trained")
     if target.is_file() and not target.is_symlink():
-        return scratch, "committed"
+        return ServeContext(scratch, model_origin="committed")
     return Failure(
         f"there is no model to serve: training produced none and {model_path} is not in "
         f"{context.name}/",
@@ -258,9 +261,9 @@ def serve_context(
     )
 
 
-def _real_folder(root: Path, relative: Path, create: bool) -> tuple[Path | None, str]:
+def _real_folder(root: Path, relative: Path, create: bool) -> Path:
     """The real folder `relative` names under `root` (made when `create`), with links inside
-    `root` followed; None and why when it leads out of `root` or is not a folder."""
+    `root` followed; _NoFolder when it leads out of `root` or is not a folder."""
     root = root.resolve()
     current = root
     for part in relative.parts:
@@ -268,16 +271,16 @@ def _real_folder(root: Path, relative: Path, create: bool) -> tuple[Path | None,
         if step.is_symlink():
             step = Path(os.path.realpath(step))
             if not step.is_relative_to(root):
-                return None, (
+                raise _NoFolder(
                     f"{part} is a link that leads out of the serve context; the grader writes "
                     "the model only into folders of the context itself"
                 )
         if not step.exists() and create:
             step.mkdir()
         elif step.exists() and not step.is_dir():
-            return None, f"{part} is a file where a folder is needed"
+            raise _NoFolder(f"{part} is a file where a folder is needed")
         current = step
-    return current, ""
+    return current
 
 
 def exited_outcome(server: Server) -> Outcome | None:

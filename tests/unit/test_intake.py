@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from grader.domain.intake import ArchiveLimits, ArchiveRefused, IntakeRefused, stage, unpack
+from grader.domain.reasons import Failure
 from grader.domain.submission import discover, slugify
-from grader.stages.serving import prepare_serve_context
+from grader.stages.serving import ServeContext, serve_context
 
 
 def _zip(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
@@ -360,11 +361,11 @@ def test_the_model_is_never_written_through_a_link_out(tmp_path):
     copy = stage(root, tmp_path / "run")
     model = tmp_path / "trained.pt"
     model.write_bytes(b"trained")
-    context, reason = prepare_serve_context(
+    prepared = serve_context(
         copy / "serve", "out/owned.pt", model, tmp_path / "run" / "serve-context"
     )
-    assert context is None
-    assert reason == (
+    assert isinstance(prepared, Failure)
+    assert prepared.message == (
         "serve.model_path out/owned.pt: out is a link that leads out of the serve context; the "
         "grader writes the model only into folders of the context itself"
     )
@@ -377,8 +378,9 @@ def test_a_link_that_leaves_only_the_serve_context_leads_nowhere_in_its_copy(tmp
     model = tmp_path / "trained.pt"
     model.write_bytes(b"trained")
     scratch = tmp_path / "run" / "serve-context"
-    context, reason = prepare_serve_context(copy / "serve", "shared/m.pt", model, scratch)
-    assert context is None and "shared is a link that leads out of the serve context" in reason
+    prepared = serve_context(copy / "serve", "shared/m.pt", model, scratch)
+    assert isinstance(prepared, Failure)
+    assert "shared is a link that leads out of the serve context" in prepared.message
     assert not (copy / "train" / "m.pt").exists()
 
 
@@ -389,8 +391,8 @@ def test_the_model_goes_through_links_inside_the_context(tmp_path):
     model = tmp_path / "trained.pt"
     model.write_bytes(b"trained")
     scratch = tmp_path / "run" / "serve-context"
-    context, origin = prepare_serve_context(copy / "serve", "store/new/m.pt", model, scratch)
-    assert (context, origin) == (scratch, "trained")
+    prepared = serve_context(copy / "serve", "store/new/m.pt", model, scratch)
+    assert prepared == ServeContext(scratch, model_origin="trained")
     assert (scratch / "models" / "new" / "m.pt").read_bytes() == b"trained"
     assert not (copy / "serve" / "models" / "new").exists()  # the staged copy stays as it was
 
@@ -402,7 +404,8 @@ def test_a_trained_model_replaces_a_link_at_the_model_path(tmp_path):
     model = tmp_path / "trained.pt"
     model.write_bytes(b"trained")
     scratch = tmp_path / "run" / "serve-context"
-    assert prepare_serve_context(copy / "serve", "mnist_cnn.pt", model, scratch)[1] == "trained"
+    prepared = serve_context(copy / "serve", "mnist_cnn.pt", model, scratch)
+    assert prepared == ServeContext(scratch, model_origin="trained")
     assert not (scratch / "mnist_cnn.pt").is_symlink()
     assert (scratch / "mnist_cnn.pt").read_bytes() == b"trained"
     assert (host / "secret").read_text() == "host secret"
@@ -412,21 +415,19 @@ def test_a_committed_model_counts_only_as_a_regular_file(tmp_path):
     root, _ = _folder(tmp_path)
     copy = stage(root, tmp_path / "run")
     scratch = tmp_path / "run" / "serve-context"
-    assert prepare_serve_context(copy / "serve", "models/m.pt", None, scratch) == (
-        scratch,
-        "committed",
+    assert serve_context(copy / "serve", "models/m.pt", None, scratch) == ServeContext(
+        scratch, model_origin="committed"
     )
-    context, reason = prepare_serve_context(copy / "serve", "weights", None, scratch)
-    assert context is None and reason.startswith("there is no model to serve")
-    context, reason = prepare_serve_context(copy / "serve", "models", None, scratch)
-    assert (context, reason) == (
-        None,
-        "serve.model_path models is a folder in serve/; name the model file",
-    )
-    context, reason = prepare_serve_context(copy / "serve", "Dockerfile/m.pt", None, scratch)
-    assert (context, reason) == (
-        None,
-        "serve.model_path Dockerfile/m.pt: Dockerfile is a file where a folder is needed",
+    absent = serve_context(copy / "serve", "weights", None, scratch)
+    assert isinstance(absent, Failure)
+    assert absent.message.startswith("there is no model to serve")
+    folder = serve_context(copy / "serve", "models", None, scratch)
+    assert isinstance(folder, Failure)
+    assert folder.message == "serve.model_path models is a folder in serve/; name the model file"
+    under_a_file = serve_context(copy / "serve", "Dockerfile/m.pt", None, scratch)
+    assert isinstance(under_a_file, Failure)
+    assert under_a_file.message == (
+        "serve.model_path Dockerfile/m.pt: Dockerfile is a file where a folder is needed"
     )
 
 
