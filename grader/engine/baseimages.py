@@ -353,39 +353,46 @@ def provided_images(settings: Settings) -> dict[str, str]:
         return {}
 
 
-def where_from(provider: BaseImageProvider, reference: str) -> tuple[str | None, list[str]]:
+@dataclass(frozen=True)
+class Nowhere:
+    """No source has an image: what each one said."""
+
+    tried: tuple[str, ...]
+
+
+def where_from(provider: BaseImageProvider, reference: str) -> str | Nowhere:
     """The source that would provide `reference`, found without fetching anything (registries
-    are asked for the image's manifest only), and what the sources before it said."""
+    are asked for the image's manifest only), or what every source said."""
     name = image_name(reference)
     tried: list[str] = []
     for source in provider.sources.order:
         if source == "local":
             try:
                 provider.client.images.get(reference)
-                return "local", tried
+                return "local"
             except docker.errors.ImageNotFound:
                 tried.append("not on this host")
         elif source == "registry":
             error = _manifest_error(provider, str(name))
             if error is None:
-                return "registry", tried
+                return "registry"
             tried.append(f"registry: {error}")
         elif source == "mirrors":
             for mirror in provider.sources.mirrors:
                 error = _manifest_error(provider, mirror_reference(mirror, name))
                 if error is None:
-                    return f"mirror {mirror}", tried
+                    return f"mirror {mirror}"
                 tried.append(f"mirror {mirror}: {error}")
         elif source == "archives":
             archive = provider.archive_index().get(str(name))
             if archive is not None:
-                return f"archive {archive}", tried
+                return f"archive {archive}"
             tried.append("no image archive has it")
         elif standin_family(reference) is not None:
-            return "stand-in", tried
+            return "stand-in"
         else:
             tried.append("no offline stand-in exists for it")
-    return None, tried
+    return Nowhere(tuple(tried))
 
 
 def _manifest_error(provider: BaseImageProvider, reference: str) -> str | None:

@@ -20,6 +20,7 @@ from grader.engine.baseimages import (
     ARCHIVE_SUFFIXES,
     PROVIDED_RECORD,
     BaseImageProvider,
+    Nowhere,
     archive_tags,
     load_archive,
     provided_images,
@@ -64,11 +65,11 @@ def plan(provider: BaseImageProvider, needed: dict[str, list[str]]) -> tuple[lis
     no source."""
     lines, missing = [], 0
     for image, users in sorted(needed.items()):
-        source, tried = where_from(provider, image)
+        source = where_from(provider, image)
         used_by = f"({len(users)} submission{'s' * (len(users) > 1)})"
-        if source is None:
+        if isinstance(source, Nowhere):
             missing += 1
-            lines.append(f"MISSING {image} {used_by}: " + "; ".join(tried))
+            lines.append(f"MISSING {image} {used_by}: " + "; ".join(source.tried))
         else:
             lines.append(f"{source:<12} {image} {used_by}")
     return lines, missing
