@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from grader.domain.checks import check_by_id
 from grader.domain.errors import GraderError, ManifestError
 from grader.domain.intake import ArchiveRefused, IntakeRefused, archive_stem, is_archive, take_in
 from grader.domain.reasons import Reason
@@ -19,9 +20,6 @@ from grader.domain.results import CheckResult, GradingReport, SubmissionResult
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.submission import Submission, load_submission, slugify
 from grader.domain.verdicts import review
-
-# Checks of the grading host itself (lab step 1): they grade nothing of the hand-in.
-HOST_CHECKS = "env."
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,8 @@ def refused_result(
     result = start_result(report, intake, report_dir)
     for check_id, spec in rubric.checks.items():
         check = CheckResult(check_id, spec.title, "failed", 0.0, spec.points, reason)
-        if check_id.startswith(HOST_CHECKS):
+        known = check_by_id(check_id)
+        if known is not None and known.stage == "env":  # the host's own: nothing of the hand-in
             check.status, check.message = "skipped", "skipped: the hand-in was not taken in"
         else:
             check.failed_for(Reason(f"{check_id}/{why}"))

@@ -207,17 +207,14 @@ class GradingRun:
         )
         for intake in self.intakes.values():
             self.results.result_for(intake)
-        reused = self.results.take_stored(
+        split = self.results.take_stored(
             self.intakes.values(),
             dataset,
             hidden_key(options.seed, options.hidden_dir),
             options.force,
         )
-        if reused:
-            self.say(
-                f"{len(reused)} unchanged submission(s) taken from stored results "
-                "(--force grades them again)"
-            )
+        for line in split.lines():
+            self.say(line)
 
     def _prepare_base_images(self) -> None:
         """Before anything is built: every base image the batch needs, from its sources; a

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from grader.domain.dataset import Dataset
-from grader.domain.handins import Intake, start_result
+from grader.domain.handins import Intake, refused_result, start_result
 from grader.domain.reasons import Reason
 from grader.domain.results import (
     CheckResult,
@@ -25,8 +25,7 @@ from grader.domain.results import (
 from grader.domain.rubric import Profile, Rubric
 from grader.domain.verdicts import review
 from grader.reports.files import write_reports, write_results
-from grader.reports.store import load as load_stored
-from grader.reports.store import rescore, submission_key
+from grader.reports.reuse import Partition, partition
 from grader.reports.store import store as store_result
 
 RESULT_PROPERTY = "lab5-grader.result"
@@ -52,7 +51,7 @@ class RunResults:
         self.cleared = cleared  # submission id -> flags a TA cleared
         self.controls = controls  # only the controlling process writes reports
         self.keys: dict[str, str] = {}  # submission id -> key of what its grading depends on
-        self.reused: list[str] = []  # submissions whose stored results were taken
+        self.reused: list[str] = []  # not graded: taken from stored results, or not taken in
 
     def result_for(self, intake: Intake) -> SubmissionResult:
         return start_result(self.report, intake, self.report_dir)
@@ -64,22 +63,18 @@ class RunResults:
 
     def take_stored(
         self, intakes: Iterable[Intake], dataset: Dataset, hidden: str | None, force: bool
-    ) -> list[str]:
-        """Take unchanged submissions' stored results (re-scored) instead of grading them; the
-        ids of those taken."""
-        for intake in intakes:
-            if intake.submission is None:
-                continue
-            key = submission_key(intake.path, self.rubric, self.profile, dataset, hidden)
-            self.keys[intake.id] = key
-            stored = None if force else load_stored(self.report_dir, intake.id, key)
-            if stored is not None:
-                cleared = self.cleared.get(intake.id, set())
-                self.report.submissions[intake.id] = rescore(
-                    stored, self.rubric, self.profile, cleared
-                )
-                self.reused.append(intake.id)
-        return self.reused
+    ) -> Partition:
+        """Split the batch as every way of grading does: unchanged submissions' stored results
+        (re-scored) and hand-ins not taken in (scored 0 with the reason) are not graded."""
+        split = partition(list(intakes), self.report_dir, self.rubric, self.profile, dataset,
+                          hidden=hidden, force=force, cleared=self.cleared)  # fmt: skip
+        self.keys.update(split.keys)
+        self.report.submissions.update(split.stored)  # their records exist: the order is kept
+        for intake in split.refused:
+            refused_result(self.report, intake, self.report_dir, self.rubric, self.profile,
+                           self.cleared.get(intake.id, set()))  # fmt: skip
+        self.reused = [*split.stored, *(intake.id for intake in split.refused)]
+        return split
 
     def record(
         self,
