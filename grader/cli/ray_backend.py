@@ -97,6 +97,17 @@ def node_commands(
     return setup, command
 
 
+def unpack(packed: bytes, into: Path) -> Path:
+    """On a node: the submission folder `pack` made, unpacked under `into`."""
+    with tarfile.open(fileobj=io.BytesIO(packed)) as archive:
+        # The driver packed its private copy, whose links lead inside or nowhere (to an absolute
+        # path under /dev/null, which the "data" filter refuses); "tar" still keeps every file
+        # inside the folder.
+        archive.extractall(into, filter="tar")
+    (submission,) = into.iterdir()
+    return submission
+
+
 def _die_with_parent() -> None:
     """In the grading subprocess: end (SIGTERM, so containers are removed) if the Ray worker
     that started it dies, as it does when its node is lost."""
@@ -108,9 +119,7 @@ def grade_on_node(packed: bytes, options: TaskOptions) -> dict[str, Any]:
     """The body of a Ray task: grade one submission on this node; its result and artifacts."""
     with tempfile.TemporaryDirectory(prefix="lab5-ray-") as work:
         folder = Path(work)
-        with tarfile.open(fileobj=io.BytesIO(packed)) as archive:
-            archive.extractall(folder / "in", filter="data")
-        (submission,) = (folder / "in").iterdir()
+        submission = unpack(packed, folder / "in")
         report_dir = folder / "report"
         rubric_file = None
         if options.rubric_text is not None:

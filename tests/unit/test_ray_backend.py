@@ -4,6 +4,7 @@ resolved on the driver (archives, mirrors, order, no stand-ins, pull timeout).""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,3 +73,21 @@ def test_the_resolved_sources_option_is_not_advertised():
     assert "--image-sources-json" not in _parser().format_help()
     grade = _parser()._subparsers._group_actions[0].choices["grade"]  # type: ignore[union-attr]
     assert "--image-sources-json" not in grade.format_help()
+
+
+def test_a_private_copy_with_a_link_out_reaches_the_node_as_it_is(tmp_path):
+    from grader.cli.ray_backend import pack, unpack
+    from grader.domain.intake import stage
+
+    handed_in = tmp_path / "alice"
+    (handed_in / "train").mkdir(parents=True)
+    (handed_in / "train" / "Dockerfile").write_text("FROM x\n")
+    (handed_in / "train" / "host").symlink_to("/etc")  # out of the hand-in
+    (handed_in / "serve").symlink_to("train")  # inside it
+    private = stage(handed_in, tmp_path / "staged")
+    on_node = unpack(pack(private), tmp_path / "node")
+    assert on_node == tmp_path / "node" / "alice"
+    assert (on_node / "train" / "Dockerfile").read_text() == "FROM x\n"
+    assert os.readlink(on_node / "serve") == "train"
+    assert os.readlink(on_node / "train" / "host") == os.readlink(private / "train" / "host")
+    assert not (on_node / "train" / "host").exists()  # leads nowhere, as on the driver
