@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+Value = TypeVar("Value", covariant=True)  # a probe only gives its value: Probe[Never] fits any
 
 
 @dataclass(frozen=True)
-class Probe(Generic[T]):
+class Probe(Generic[Value]):
     """The outcome of one poll: when `done`, the `value` the wait gives; else what was seen."""
 
-    value: T | None = None
+    value: Value | None = None
     seen: str = ""
     done: bool = False
 

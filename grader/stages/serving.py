@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, Never
 
 import requests
 from PIL import Image
@@ -188,7 +188,7 @@ class _Looks:
     def __init__(self) -> None:
         self.last: Seen | None = None
 
-    def saw(self, state: Seen) -> Probe[Any]:
+    def saw(self, state: Seen) -> Probe[Never]:
         self.last = state
         return Probe(seen=str(state))
 
