@@ -26,7 +26,7 @@ OUTPUT_MOUNT = "/output"
 METRICS_FILE = "metrics.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingRun:
     run: RunResult
     model_file: Path | None  # the copied-out model, when training wrote one
@@ -149,7 +149,15 @@ class TrainStage:
             workspace.tell_host_note(output.note, run.log_path)
         reported, metrics_problem = _reported_accuracy(metrics, metrics_problem, run.log_path)
         notes = (metrics_problem,) if metrics_problem else ()
-        return TrainingRun(run, model, metrics, reported, notes, model_problem, metrics_problem)
+        return TrainingRun(
+            run=run,
+            model_file=model,
+            metrics_file=metrics,
+            reported=reported,
+            notes=notes,
+            model_problem=model_problem,
+            metrics_problem=metrics_problem,
+        )
 
 
 def _copy_out(
