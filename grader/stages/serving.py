@@ -51,12 +51,19 @@ BIND_ADVICE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Outcome:
     ok: bool
     message: str = ""
     log: str = ""
     reason: Reason | None = None  # why not ok, as data; its code lacks the check id
+
+    @classmethod
+    def failed(cls, message: str, log: str = "", reason: Reason | None = None) -> Outcome:
+        return cls(ok=False, message=message, log=log, reason=reason)
+
+
+PASSED = Outcome(ok=True)
 
 
 # What one look at a server that is not ready yet found. Each says itself in a wait's message.
@@ -309,8 +316,7 @@ def exited_outcome(server: Server) -> Outcome | None:
             "(`torchserve --foreground ...`, or the official image's `serve` entrypoint) rather "
             "than `torchserve --start` alone"
         )
-    return Outcome(
-        False,
+    return Outcome.failed(
         f"the server container exited with code {exit_code} right after it started; {advice}",
         log,
         why,
@@ -319,12 +325,12 @@ def exited_outcome(server: Server) -> Outcome | None:
 
 def _stopped(server: Server) -> Outcome:
     """A wait that saw the container stop: why, read once more."""
-    return exited_outcome(server) or Outcome(
-        False, "the server container stopped", reason=reason("exited", exit_code="unknown")
+    return exited_outcome(server) or Outcome.failed(
+        "the server container stopped", reason=reason("exited", exit_code="unknown")
     )
 
 
-NO_PORTS = Outcome(False, "the server container has no published ports", reason=reason("no-ports"))
+NO_PORTS = Outcome.failed("the server container has no published ports", reason=reason("no-ports"))
 
 
 def _use_token(server: Server, deadline: Deadline) -> bool:
@@ -413,8 +419,7 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         return _diagnose_unreachable(server, error, looks.last)
     if isinstance(outcome, LoopbackOnly):
         address = outcome.listener.address
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"TorchServe listens on {address}:{INFERENCE_PORT} inside the container, "
             f"which the published port cannot reach, so GET {url} gets no answer; {BIND_ADVICE}",
             server.running.log_tail(),
@@ -422,8 +427,7 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         )
     if isinstance(outcome, PortsElsewhere):
         ports = ", ".join(str(port) for port in outcome.ports)
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"nothing listens on port {INFERENCE_PORT} inside the container while the server "
             f"listens on {ports}: the inference API is on another port, so GET {url} gets no "
             f"answer; {BIND_ADVICE}",
@@ -432,29 +436,27 @@ def wait_healthy(server: Server, timeout_s: float) -> Outcome:
         )
     if isinstance(outcome, Exited):
         return _stopped(server)
-    return Outcome(True)
+    return PASSED
 
 
 def _diagnose_unreachable(server: Server, error: NotReady, last: Seen | None) -> Outcome:
     log = server.running.log_tail()
     waited = reason("not-ready", seen=str(last or "nothing"), limit_s=error.timeout_s)
     if isinstance(last, IncompleteAnswer):
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"{error}; the server must answer each request in full, at once (a /ping that "
             "trickles its answer or never finishes it counts as no answer)",
             log,
             reason("incomplete-answer"),
         )
     if isinstance(last, TokenMissing):
-        return Outcome(False, str(error), log, reason("token-auth", status=last.status))
+        return Outcome.failed(str(error), log, reason("token-auth", status=last.status))
     if not isinstance(last, NoAnswer):
-        return Outcome(False, str(error), log, waited)
+        return Outcome.failed(str(error), log, waited)
     inspector = server.inspector
     listeners = inspector.listeners()
     if listeners is None and inspector.unavailable:
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"{error}; {inspector.unavailable}",
             log,
             reason("look-inside-failed", limit_s=error.timeout_s),
@@ -462,15 +464,14 @@ def _diagnose_unreachable(server: Server, error: NotReady, last: Seen | None) ->
     if listeners is not None and not any(entry.port == INFERENCE_PORT for entry in listeners):
         processes = inspector.processes() or []
         running = "; ".join(processes[:8]) or "none visible"
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"nothing listens on port {INFERENCE_PORT} inside the container (processes: "
             f"{running}); start TorchServe with its inference API on 0.0.0.0:{INFERENCE_PORT} "
             f"({error})",
             log,
             reason("no-listener", port=INFERENCE_PORT, processes=running),
         )
-    return Outcome(False, str(error), log, reason("no-answer", limit_s=error.timeout_s))
+    return Outcome.failed(str(error), log, reason("no-answer", limit_s=error.timeout_s))
 
 
 def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
@@ -522,8 +523,7 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
         if isinstance(last, NoModel):
             archives = server.inspector.model_archives()
             where = f"; archives in the image: {', '.join(archives)}" if archives else ""
-            return Outcome(
-                False,
+            return Outcome.failed(
                 f"no model is registered within {timeout_s:g} s (limit {READY_LIMIT}){where}; "
                 "load it at start-up "
                 f"with `--models {model}={model}.mar` or `load_models={model}.mar` in "
@@ -532,8 +532,7 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
                 reason("no-model-registered", model=model, limit_s=timeout_s),
             )
         if isinstance(last, Workers):
-            return Outcome(
-                False,
+            return Outcome.failed(
                 f"no worker of model {model!r} became READY within {timeout_s:g} s (limit "
                 f"{READY_LIMIT}; {last}); the model probably fails to load: see the "
                 "server log",
@@ -546,21 +545,20 @@ def wait_model_ready(server: Server, model: str, timeout_s: float) -> Outcome:
                 ),
             )
         if isinstance(last, IncompleteAnswer):
-            return Outcome(False, str(error), log(), reason("incomplete-answer"))
+            return Outcome.failed(str(error), log(), reason("incomplete-answer"))
         seen = str(last or "nothing")
-        return Outcome(False, str(error), log(), reason("not-ready", seen=seen, limit_s=timeout_s))
+        return Outcome.failed(str(error), log(), reason("not-ready", seen=seen, limit_s=timeout_s))
     if isinstance(outcome, Exited):
         return _stopped(server)
     if isinstance(outcome, Registered):
         found = ", ".join(outcome.names)
-        return Outcome(
-            False,
+        return Outcome.failed(
             f"model {model!r} is not registered; the server has {found}. Register it "
             f"as {model!r} (torch-model-archiver --model-name {model}) or set serve.model_name "
             "in submission.toml",
             reason=reason("wrong-model-name", model=model, seen=found),
         )
-    return Outcome(True)
+    return PASSED
 
 
 def _failure_lines(log: str, context: int = 3) -> str:
