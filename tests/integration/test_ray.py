@@ -4,14 +4,17 @@ on 127.0.0.1, the workers offering `docker: 1`."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -181,3 +184,93 @@ def test_failing_twice_on_the_cluster_is_an_infrastructure_error(cluster, tmp_pa
     assert message.startswith("infrastructure error, not the submission's: grading failed 2 times")
     assert "no-such-profile" in message
     assert not (tmp_path / "submissions" / "broken-build.json").exists()  # graded again next time
+
+
+def _same_batch(folder: Path) -> Path:
+    """Hand-ins that end early: a build that fails at once, the same one under an id another
+    hand-in claims too, an invalid submission.toml, one with a link out of it, and an archive
+    with an entry that leaves the submission folder."""
+    batch = folder / "batch"
+    for name, manifest in (("broken-build", None), ("anna", 'twin'), ("bert", 'twin'),
+                           ("carl", None)):  # fmt: skip
+        shutil.copytree(ROOT / "submissions" / "broken-build", batch / name)
+        if manifest:
+            (batch / name / "submission.toml").write_text(f'[student]\nid = "{manifest}"\n')
+    (batch / "carl" / "submission.toml").write_text("[student\n")
+    shutil.copytree(ROOT / "submissions" / "broken-build", batch / "dora")
+    (batch / "dora" / "train" / "data").symlink_to(folder)  # a link out of the hand-in
+    with zipfile.ZipFile(batch / "escape.zip", "w") as archive:
+        archive.writestr("escape/train/Dockerfile", "FROM scratch\n")
+        archive.writestr("../escaped-from-the-batch", "boom")
+    return batch
+
+
+def _comparable(report_dir: Path) -> dict[str, str]:
+    """The reports with what differs between any two runs by nature taken out: the run's id and
+    start time in results.json and junit.xml, how long each check and build took (durations
+    and the measurements ending in `_seconds`), the ids the engine gives the containers and
+    layers of a build (in build logs), and the report folder in artifact paths."""
+    results = json.loads((report_dir / "results.json").read_text())
+    del results["run_id"], results["started_at"]
+    for result in results["submissions"].values():
+        for check in result["checks"].values():
+            check["duration_s"] = 0
+        for name in list(result["measurements"]):
+            if name.endswith("_seconds"):
+                result["measurements"][name] = 0
+    junit = (report_dir / "junit.xml").read_text()
+    junit = re.sub(r' time="[0-9.]+"', "", junit)
+    junit = re.sub(r'(<testsuites[^>]* name="lab5-grader offline )[^"]+"', r"\1RUN\"", junit)
+    texts = {
+        "results.json": json.dumps(results, indent=1, sort_keys=True),
+        "gradebook.csv": (report_dir / "gradebook.csv").read_text(),
+        "junit.xml": junit,
+    }
+    return {
+        part: re.sub(r"\b[0-9a-f]{12}\b", "ENGINE-ID", text).replace(str(report_dir), "REPORTS")
+        for part, text in texts.items()
+    }
+
+
+def test_ray_and_local_runs_report_the_same_batch_alike(cluster, tmp_path):
+    head, _ = cluster
+    batch = _same_batch(tmp_path)
+    common = ["--seed", "1234", "--report-dir"]
+    local = run_grader("grade", str(batch), "-j", "1", *common, str(tmp_path / "local"))
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    ray = run_grader("grade", str(batch), "--backend", "ray", "--ray-address", head, *common,
+                     str(tmp_path / "ray"))  # fmt: skip
+    assert ray.returncode == 0, ray.stdout[-3000:] + ray.stderr[-3000:]
+    local_reports, ray_reports = _comparable(tmp_path / "local"), _comparable(tmp_path / "ray")
+    for part, text in local_reports.items():
+        differences = difflib.unified_diff(
+            text.splitlines(), ray_reports[part].splitlines(), "local", "ray", lineterm=""
+        )
+        assert text == ray_reports[part], f"{part}:\n" + "\n".join(list(differences)[:200])
+    # What the batch holds is in both, graded as the examples grade and refused with reasons.
+    results = json.loads((tmp_path / "local" / "results.json").read_text())["submissions"]
+    assert list(results) == ["twin", "twin (bert)", "broken-build", "carl", "dora", "escape"]
+    assert results["broken-build"]["score"] == EXPECTED["broken-build"][0]
+    verdicts = {sid: {c: check["status"] for c, check in result["checks"].items()}
+                for sid, result in results.items()}  # fmt: skip
+    for sid in ("twin", "twin (bert)", "dora"):  # graded as the example is, the link no matter
+        assert verdicts[sid] == verdicts["broken-build"], sid
+        assert results[sid]["score"] == results["broken-build"]["score"]
+    for twin in ("twin", "twin (bert)"):
+        assert any("student id 'twin' is claimed by 2" in flag for flag in results[twin]["flags"])
+    escape = results["escape"]["checks"]["train.dockerfile"]
+    assert escape["status"] == "failed"
+    assert escape["message"].startswith(
+        "escape.zip: refused, nothing was unpacked: entry '../escaped-from-the-batch' leaves the "
+        "submission folder"
+    )
+    assert results["escape"]["score"] == results["carl"]["score"] == 0
+    assert results["carl"]["checks"]["serve.build"]["message"].endswith(
+        "; fix submission.toml and hand in again"
+    )
+    assert not (tmp_path / "escaped-from-the-batch").exists()
+    # Stored by both under the same keys: each backend takes the other's stored results.
+    again = run_grader("grade", str(batch), "--backend", "ray", "--ray-address", head, *common,
+                       str(tmp_path / "local"))  # fmt: skip
+    assert "4 unchanged submission(s) taken from stored results" in again.stdout, again.stdout
+    assert "0 submission(s) sent to the Ray cluster" in again.stdout
