@@ -80,12 +80,6 @@ def archive_stem(path: Path) -> str:
     return name
 
 
-def submission_folder(path: Path, unpack_into: Path) -> Path:
-    """The folder to grade for a submission handed in as `path`: the folder itself, or the
-    archive unpacked under `unpack_into` (ArchiveRefused when it is not safe)."""
-    return unpack(path, unpack_into) if is_archive(path) else path
-
-
 def take_in(
     path: Path, unpack_into: Path, stage_into: Path, limits: ArchiveLimits = ArchiveLimits()
 ) -> tuple[Path, str]:
