@@ -174,11 +174,13 @@ class RayBatch:
         ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
                  _node_ip_address=_address_host(self.address))  # fmt: skip
         try:
-            return self._grade(ray)
+            return self._grade()
         finally:
             ray.shutdown()
 
-    def _grade(self, ray: Any) -> GradingReport:
+    def _grade(self) -> GradingReport:
+        import ray  # an optional dependency, set up by `run`
+
         report = GradingReport(
             run_id=f"ray-{time.strftime('%Y%m%d-%H%M%S')}",
             profile=self.profile.name,
