@@ -12,10 +12,12 @@ from grader.domain.rubric import Targets
 from grader.domain.verdicts import (
     clear,
     gpu_use_verdict,
+    heldout_accuracy_failure,
     heldout_accuracy_problem,
     integrity_flag,
     integrity_flags,
     not_torchserve_flag,
+    reported_accuracy_failure,
     reported_accuracy_problem,
     review,
     served_model_flag,
@@ -314,3 +316,28 @@ def test_clearing_one_of_two_flags_keeps_the_points_withheld_until_both_are():
     assert (sample.points, sample.withheld_by, sample.message) == (10.0, [], "")
     ping = result.checks["serve.ping"]
     assert (ping.points, ping.withheld_by, ping.message) == (10.0, [], "")
+
+
+def test_a_reported_accuracy_below_the_target_carries_its_reason_and_figures():
+    failure = reported_accuracy_failure(0.8, "metrics.json", 0.875)
+    assert failure is not None
+    assert failure.reason.code == "train.reported_accuracy/below-target"
+    assert dict(failure.reason.facts) == {"accuracy": 0.8, "target": 0.875}
+    assert reported_accuracy_failure(0.875, "metrics.json", 0.875) is None
+
+
+def test_a_heldout_accuracy_below_the_target_carries_its_reason_and_figures():
+    failure = heldout_accuracy_failure({"heldout_accuracy": 0.5, "heldout_total": 800}, 0.75)
+    assert failure is not None
+    assert failure.reason.code == "serve.heldout_accuracy/below-target"
+    assert dict(failure.reason.facts) == {"accuracy": 0.5, "target": 0.75}
+
+
+def test_a_heldout_accuracy_without_a_count_of_digits_verifies_nothing():
+    notes = unverified_notes({"reported_accuracy": 0.9, "heldout_accuracy": 0.5})
+    assert len(notes) == 1 and "0.9000" in notes[0]
+
+
+def test_one_digit_answered_is_a_measurement():
+    measured = {"reported_accuracy": 0.9, "heldout_accuracy": 1.0, "heldout_total": 1}
+    assert unverified_notes(measured) == []
