@@ -22,9 +22,20 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PREFIX = "lab5-grader-build-"
+
+
+class LimitsReached(NamedTuple):
+    """Which limits of a build its steps reached."""
+
+    pids: bool
+    memory: bool
+
+
+NO_LIMIT_REACHED = LimitsReached(pids=False, memory=False)
 
 
 @dataclass
@@ -39,12 +50,12 @@ class BuildCgroup:
     root: Path = CGROUP_ROOT
     _created: list[Path] = field(default_factory=list)
 
-    def limits_reached(self) -> tuple[bool, bool]:
-        """Whether the build's steps reached (the process limit, the memory limit) so far, read
+    def limits_reached(self) -> LimitsReached:
+        """Whether the build's steps reached the process limit and the memory limit so far, read
         from the parent's peak counters (its event counters miss what happened in the step
         containers, which are gone by now)."""
         if self.parent is None:
-            return False, False
+            return NO_LIMIT_REACHED
         name = self.parent.lstrip("/")
         if self.version == 2:
             pids_peak = _number(self.root / name / "pids.peak")
@@ -54,7 +65,9 @@ class BuildCgroup:
             memory_peak = _number(self.root / "memory" / name / "memory.max_usage_in_bytes")
         # A step is killed when its next allocation would pass the limit: the peak stays a
         # little under it.
-        return pids_peak >= self.pids, memory_peak >= self.memory_bytes * 0.97
+        return LimitsReached(
+            pids=pids_peak >= self.pids, memory=memory_peak >= self.memory_bytes * 0.97
+        )
 
     def remove(self, wait_s: float = 15.0) -> bool:
         """Remove the parent in every hierarchy (what the engine made in the others too), once

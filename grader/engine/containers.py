@@ -26,7 +26,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from grader.engine.buildnet import bridge_of, remove_rules
-from grader.engine.cgroups import build_cgroup
+from grader.engine.cgroups import NO_LIMIT_REACHED, LimitsReached, build_cgroup
 from grader.engine.daemon import api_of
 from grader.engine.forwarder import ForwarderError, internal_network, start_forwarder
 
@@ -237,7 +237,7 @@ def build_image(
         finally:
             watchdog.cancel()
             api.close()
-            pids_reached, memory_reached = cgroup.limits_reached() if cgroup else (False, False)
+            reached = cgroup.limits_reached() if cgroup else NO_LIMIT_REACHED
             if cgroup is not None and not cgroup.remove():
                 log.write(f"[grader] could not remove the build's cgroup {cgroup.parent}\n")
         duration = time.monotonic() - started
@@ -245,8 +245,8 @@ def build_image(
         if timed_out:
             error = f"the build did not finish within the limit of {timeout_s:.0f} s"
             log.write(f"\nERROR: {error}; it was cancelled\n")
-        if error is not None and limits is not None and (pids_reached or memory_reached):
-            reason = _limit_reason(limits, pids_reached, memory_reached)
+        if error is not None and limits is not None and (reached.pids or reached.memory):
+            reason = _limit_reason(limits, reached)
             error += f"; {reason}"
             log.write(f"ERROR: {reason}\n")
     ok = error is None and image_id is not None
@@ -264,12 +264,12 @@ def build_image(
     )
 
 
-def _limit_reason(limits: BuildLimits, pids_reached: bool, memory_reached: bool) -> str:
+def _limit_reason(limits: BuildLimits, reached: LimitsReached) -> str:
     reasons = []
-    if memory_reached:
+    if reached.memory:
         reasons.append(f"the build's steps reached the memory limit of {limits.memory_mb} MB "
                        "(a step killed with code 137 was killed for it)")  # fmt: skip
-    if pids_reached:
+    if reached.pids:
         reasons.append(f"the build's steps reached the limit of {limits.pids} processes "
                        "(no more could be started)")  # fmt: skip
     return "; ".join(reasons)

@@ -13,7 +13,7 @@ from grader.domain.accuracy import ReportedAccuracy, from_metrics
 from grader.domain.errors import RubricError
 from grader.domain.rubric import DEFAULT_RUBRIC, load_rubric
 from grader.engine import outputs
-from grader.engine.cgroups import build_cgroup, leftover_cgroups, remove_cgroups_of
+from grader.engine.cgroups import LimitsReached, build_cgroup, leftover_cgroups, remove_cgroups_of
 from grader.engine.outputs import OutputFolder, allocated_bytes, copy_capped, place_file
 
 MB = 1_000_000
@@ -148,11 +148,11 @@ def test_a_v1_build_cgroup_is_limited_and_removed(tmp_path):
     assert (root / "pids" / name / "pids.max").read_text() == "200"
     assert (root / "memory" / name / "memory.limit_in_bytes").read_text() == str(512 << 20)
     (root / "cpu" / name / "step").mkdir(parents=True)  # what the engine makes in the others
-    assert cgroup.limits_reached() == (False, False)
+    assert cgroup.limits_reached() == LimitsReached(pids=False, memory=False)
     (root / "pids" / name / "pids.peak").write_text("200\n")
-    assert cgroup.limits_reached() == (True, False)
+    assert cgroup.limits_reached() == LimitsReached(pids=True, memory=False)
     (root / "memory" / name / "memory.max_usage_in_bytes").write_text(str(512 << 20))
-    assert cgroup.limits_reached() == (True, True)
+    assert cgroup.limits_reached() == LimitsReached(pids=True, memory=True)
     # A real cgroup folder's files vanish with it; these are plain files.
     for path in [*(root / "pids" / name).iterdir(), *(root / "memory" / name).iterdir()]:
         path.unlink()
