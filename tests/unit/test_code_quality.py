@@ -49,3 +49,11 @@ def test_imports_point_down_the_layers() -> None:
     result = run_checker("lint-imports")
     assert result.returncode == 0, explain(result)
     assert "0 broken" in result.stdout, explain(result)
+
+
+def test_a_missing_checker_says_how_to_get_it():
+    with pytest.raises(pytest.fail.Exception) as raised:
+        run_checker("no-such-checker", "--version")
+    assert str(raised.value) == (
+        f"no-such-checker is not in {BIN}: install the harness with its test extra"
+    )
