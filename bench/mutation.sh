@@ -6,7 +6,7 @@
 #   --worktree  test the working tree's grader/ and tests/ (tracked and new files), not HEAD
 #   --keep      keep the clone (its path is printed) for `mutmut show <mutant>` / `mutmut browse`
 # Environment: MUTMUT (default .venv/bin/mutmut), MUTATION_JOBS (default 2).
-# Prints the counts (mutants/mutmut-cicd-stats.json) and every surviving mutant's diff.
+# Prints how many mutants ended in each status, and the diff of every mutant not killed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,30 +21,26 @@ for arg in "$@"; do
     esac
 done
 
-# The module, the unit tests that exercise it (never the integration tests), and which of its
-# functions count (a mutmut name glob; "*" = all).
+# The module and which of its functions count (mutmut name globs; "*" = all of them).
+only="*"
 case $module in
-    accuracy)
-        path=grader/domain/accuracy.py
-        tests="tests/unit/test_accuracy.py tests/unit/test_accuracy_edges.py tests/unit/test_resource_caps.py"
-        only="*" ;;
-    intake)
-        path=grader/domain/intake.py
-        tests="tests/unit/test_intake.py tests/unit/test_submission.py tests/unit/test_intake_edges.py"
-        only="*" ;;
-    submission)
-        path=grader/domain/submission.py
-        tests="tests/unit/test_submission.py tests/unit/test_intake.py tests/unit/test_submission_edges.py"
-        only="*" ;;
-    verdicts)
-        path=grader/domain/verdicts.py
-        tests="tests/unit/test_integrity.py tests/unit/test_gpus.py tests/unit/test_verdicts.py"
-        only="*" ;;
+    accuracy | intake | submission | verdicts | rubric) path=grader/domain/$module.py ;;
+    store) path=grader/reports/store.py ;;
+    serving)
+        # the readiness verdicts: a server that exited, /ping, the model's registration
+        path=grader/stages/serving.py
+        only=""
+        for function in exited_outcome _stopped _use_token wait_healthy _diagnose_unreachable \
+            wait_model_ready _failure_lines; do
+            only="$only grader.stages.serving.x_${function}__mutmut_*"
+        done ;;
     *)
         echo "usage: bench/mutation.sh MODULE [--worktree] [--keep]" >&2
-        echo "MODULE is one of: accuracy intake submission verdicts" >&2
+        echo "MODULE is one of: accuracy intake submission verdicts rubric serving store" >&2
         exit 2 ;;
 esac
+dotted=${path%.py}
+dotted=${dotted//\//.}
 
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 work=$(mktemp -d /tmp/mutation-"$module".XXXXXX)
@@ -55,11 +51,16 @@ if [ "$worktree" = 1 ]; then
 fi
 cd "$work"
 
-# Only files that exist in this checkout are given to pytest.
+# The unit tests that import the module (never the integration tests).
+package=${dotted%.*} name=${dotted##*.}
 selection=""
-for t in $tests; do
-    [ -f "$t" ] && selection="$selection\"$t\", "
+for t in $(grep -l -E "${dotted//./\\.}\\b|from ${package//./\\.} import .*\\b$name\\b" tests/unit/test_*.py); do
+    selection="$selection\"$t\", "
 done
+if [ -z "$selection" ]; then
+    echo "no unit test imports $dotted" >&2
+    exit 1
+fi
 
 # The whole package is copied into mutants/ (source_paths) because the pytest plugin entry point
 # imports grader.pytest_plugin; only the one module is mutated.
@@ -73,27 +74,47 @@ pytest_add_cli_args = ["-p", "no:cacheprovider"]
 EOF
 
 status=0
+# shellcheck disable=SC2086  # $only is a list of globs for mutmut to match, not for the shell
 if [ "$only" = "*" ]; then
     "$mutmut" run --max-children "${MUTATION_JOBS:-2}" >mutmut-run.log 2>&1 || status=$?
 else
-    "$mutmut" run --max-children "${MUTATION_JOBS:-2}" "$only" >mutmut-run.log 2>&1 || status=$?
+    (set -f && "$mutmut" run --max-children "${MUTATION_JOBS:-2}" $only) >mutmut-run.log 2>&1 ||
+        status=$?
 fi
 if [ "$status" != 0 ]; then
     tail -n 40 mutmut-run.log >&2
     echo "mutmut failed ($status); the clone is kept at $work" >&2
     exit "$status"
 fi
-"$mutmut" export-cicd-stats >/dev/null
-echo "== $module ($path): counts"
-cat mutants/mutmut-cicd-stats.json
-echo
-echo "== surviving mutants"
-"$mutmut" results 2>/dev/null | awk -F: '/: (survived|timeout|suspicious|no tests)/ {print $1}' |
-    while read -r name; do
-        [ "$only" = "*" ] || [[ $name == $only ]] || continue
-        echo "-- $name"
-        "$mutmut" show "$name" 2>/dev/null | grep -E '^[-+][^-+]' || true
+
+# Counts of the mutants that count, by mutmut's status.
+"$mutmut" results --all true 2>/dev/null | sed -E 's/^ +//' >results.txt
+counted() {
+    local pattern
+    [ "$only" = "*" ] && return 0
+    set -f
+    for pattern in $only; do
+        # shellcheck disable=SC2053  # a glob, deliberately unquoted
+        [[ $1 == $pattern ]] && { set +f; return 0; }
     done
+    set +f
+    return 1
+}
+echo "== $module ($path), tests: ${selection%, }"
+while IFS=: read -r mutant status; do
+    counted "$mutant" && echo "${status# }"
+done <results.txt | sort | uniq -c
+echo
+echo "== mutants not killed"
+while IFS=: read -r mutant status; do
+    counted "$mutant" || continue
+    case ${status# } in
+        killed) ;;
+        *)
+            echo "-- $mutant:$status"
+            "$mutmut" show "$mutant" 2>/dev/null | grep -E '^[-+][^-+]' || true ;;
+    esac
+done <results.txt
 if [ "$keep" = 1 ]; then
     echo "clone kept at $work"
 else
