@@ -304,6 +304,14 @@ def test_the_bytes_of_all_files_add_up_and_exactly_the_limit_is_copied(tmp_path)
     assert "refused, not copied: more than 2 MB" in str(error.value)  # 1.5 MB, rounded
 
 
+def test_the_bytes_of_three_files_add_up(tmp_path):
+    source = _tree(tmp_path / "three")
+    for name in "abc":
+        (source / name).write_bytes(b"x" * 600_000)  # 1.8 MB in all
+    with pytest.raises(IntakeRefused, match="more than 2 MB"):
+        stage(source, tmp_path / "run", ArchiveLimits(max_bytes=1_500_000))
+
+
 def test_files_after_a_pipe_are_still_copied(tmp_path):
     source = _tree(tmp_path / "alice")
     os.mkfifo(source / "a-pipe")
