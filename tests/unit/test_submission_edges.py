@@ -165,3 +165,25 @@ def test_the_warning_about_several_images_names_where_they_are(tmp_path):
     )
     warnings = [w for w in load_submission(flat).warnings if "several images" in w]
     assert len(warnings) == 1 and "in the submission folder" in warnings[0]
+
+
+def test_a_manifest_dockerfile_outside_is_refused_naming_the_key(tmp_path):
+    root = make(
+        tmp_path, '[train]\ndockerfile = "../elsewhere/Dockerfile"\n', files=("Dockerfile",)
+    )
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "Dockerfile").write_text("FROM alpine\n")
+    with pytest.raises(
+        ManifestError, match=r"train\.dockerfile: '\.\./elsewhere/Dockerfile' leaves"
+    ):
+        load_submission(root)
+
+
+def test_a_layout_folder_reached_through_a_link_out_and_back_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = make(tmp_path, files=("real/Dockerfile", "serve/Dockerfile"))
+    (outside / "Dockerfile").symlink_to(root / "real" / "Dockerfile")  # back inside
+    (root / "training").symlink_to(outside)
+    with pytest.raises(ManifestError, match=r"train\.context: 'training' leaves"):
+        load_submission(root)
