@@ -25,7 +25,13 @@ done
 only="*"
 case $module in
     accuracy | intake | submission | verdicts | rubric) path=grader/domain/$module.py ;;
-    store) path=grader/reports/store.py ;;
+    store)
+        # re-scoring: stored results judged again against the current rubric
+        path=grader/reports/store.py
+        only=""
+        for function in rescore _target_of _reported_again _heldout_again; do
+            only="$only grader.reports.store.x_${function}__mutmut_*"
+        done ;;
     serving)
         # the readiness verdicts: a server that exited, /ping, the model's registration
         path=grader/stages/serving.py
@@ -69,6 +75,7 @@ cat >>pyproject.toml <<EOF
 [tool.mutmut]
 source_paths = ["grader"]
 only_mutate = ["$path"]
+also_copy = ["conftest.py"]
 pytest_add_cli_args_test_selection = [${selection%, }]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
 EOF
