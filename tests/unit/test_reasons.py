@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -185,3 +186,26 @@ def test_a_reason_and_its_facts_are_written_only_when_there_is_one():
     passed = CheckResult("train.build", "t", "passed", 10.0, 10.0)
     assert "reason" not in submission_to_json(result)["checks"]["train.run"]
     assert (passed.reason, passed.facts) == ("", {})
+
+
+def test_an_answer_that_never_ends_is_an_incomplete_answer():
+    class Trickles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"status": ')
+            self.wfile.flush()
+            time.sleep(3)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickles)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        outcome = wait_healthy(_server(f"http://127.0.0.1:{httpd.server_address[1]}"), 1.0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert outcome.reason == reason("incomplete-answer")
