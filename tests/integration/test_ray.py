@@ -209,7 +209,8 @@ def _comparable(report_dir: Path) -> dict[str, str]:
     """The reports with what differs between any two runs by nature taken out: the run's id and
     start time in results.json and junit.xml, how long each check and build took (durations
     and the measurements ending in `_seconds`), the ids the engine gives the containers and
-    layers of a build (in build logs), and the report folder in artifact paths."""
+    layers of a build and whether it had a step cached (in build logs), and the report folder
+    in artifact paths."""
     results = json.loads((report_dir / "results.json").read_text())
     del results["run_id"], results["started_at"]
     for result in results["submissions"].values():
@@ -226,10 +227,17 @@ def _comparable(report_dir: Path) -> dict[str, str]:
         "gradebook.csv": (report_dir / "gradebook.csv").read_text(),
         "junit.xml": junit,
     }
-    return {
-        part: re.sub(r"\b[0-9a-f]{12}\b", "ENGINE-ID", text).replace(str(report_dir), "REPORTS")
-        for part, text in texts.items()
-    }
+    return {part: _as_any_run(text, report_dir) for part, text in texts.items()}
+
+
+def _as_any_run(text: str, report_dir: Path) -> str:
+    text = re.sub(r"\b[0-9a-f]{12}\b", "ENGINE-ID", text).replace(str(report_dir), "REPORTS")
+    # A build step the engine had cached, or ran: "Using cache" or its intermediate container
+    # (a newline is \n inside results.json's strings, an arrow ---&gt; in junit.xml).
+    newline, arrow = r"(?:\\n|\n)", "---(?:>|&gt;)"
+    text = re.sub(rf" {arrow} Using cache{newline}", "", text)
+    ran = rf" {arrow} Running in ENGINE-ID{newline}Removing intermediate container ENGINE-ID"
+    return re.sub(rf"{ran}{newline}", "", text)
 
 
 def test_ray_and_local_runs_report_the_same_batch_alike(cluster, tmp_path):
