@@ -586,6 +586,35 @@ def own_network(client: docker.DockerClient, name: str, labels: Mapping[str, str
     return internal_network(client, name, labels)
 
 
+@dataclass(frozen=True)
+class ListedImage:
+    """An image as the engine lists it: enough to choose what to remove, without inspecting."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    size: int
+    created: int  # seconds since the epoch
+
+
+def list_images(
+    client: docker.DockerClient, filters: Mapping[str, str | list[str] | bool]
+) -> list[ListedImage]:
+    """The images matching `filters`, from one listing. docker-py's `images.list` inspects each
+    image after listing, which fails when another run removes one of them in between."""
+    listed: list[dict[str, Any]] = client.api.images(filters=dict(filters)) or []
+    return [
+        ListedImage(
+            id=str(entry.get("Id", "")),
+            tags=tuple(t for t in entry.get("RepoTags") or () if t != "<none>:<none>"),
+            labels=dict(entry.get("Labels") or {}),
+            size=int(entry.get("Size") or 0),
+            created=int(entry.get("Created") or 0),
+        )
+        for entry in listed
+    ]
+
+
 def remove_labelled(
     client: docker.DockerClient, labels: Mapping[str, str], images: bool = True
 ) -> int:
@@ -607,9 +636,9 @@ def remove_labelled(
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
             removed += 1
-    for image in client.images.list(filters=selector) if images else []:
+    for image in list_images(client, selector) if images else []:
         with contextlib.suppress(docker.errors.APIError):
-            image.remove(force=True)
+            client.api.remove_image(image.id, force=True)
             removed += 1
     return removed
 

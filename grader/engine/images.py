@@ -27,7 +27,7 @@ from grader.engine.baseimages import (
     record_provided,
     where_from,
 )
-from grader.engine.containers import RUN_LABEL
+from grader.engine.containers import RUN_LABEL, list_images
 from grader.engine.runs import images_in_use, run_state
 from grader.engine.standins import STANDIN_LABEL
 
@@ -124,19 +124,19 @@ def harness_images(client: docker.DockerClient, settings: Settings) -> list[Made
     tags it added for mirrors, archives and stand-ins."""
     made: dict[str, MadeImage] = {}
     provided = provided_images(settings)
-    for image in client.images.list(filters={"label": STANDIN_LABEL}):
+    for image in list_images(client, {"label": STANDIN_LABEL}):
         # Its own name, and the public names the harness gave it; not others' tags on it.
         for tag in (t for t in image.tags if t.startswith("lab5-grader/") or t in provided):
             family = image.labels.get(STANDIN_LABEL)
-            made[tag] = MadeImage(tag, image.attrs.get("Size", 0), f"{STANDIN_ORIGIN} ({family})")
-    for image in client.images.list(filters={"label": RUN_LABEL}):
+            made[tag] = MadeImage(tag, image.size, f"{STANDIN_ORIGIN} ({family})")
+    for image in list_images(client, {"label": RUN_LABEL}):
         for tag in image.tags:
             run = image.labels.get(RUN_LABEL)
-            made[tag] = MadeImage(tag, image.attrs.get("Size", 0), f"graded in run {run}")
+            made[tag] = MadeImage(tag, image.size, f"graded in run {run}")
     for tag, origin in provided.items():
         with contextlib.suppress(docker.errors.ImageNotFound):
-            image = client.images.get(tag)
-            made.setdefault(tag, MadeImage(tag, image.attrs.get("Size", 0), origin))
+            found = client.images.get(tag)
+            made.setdefault(tag, MadeImage(tag, found.attrs.get("Size", 0), origin))
     return sorted(made.values(), key=lambda image: image.tag)
 
 
@@ -157,7 +157,7 @@ def prune(client: docker.DockerClient, settings: Settings, standins: bool = Fals
         with contextlib.suppress(docker.errors.APIError):
             used_ids.add(client.images.get(tag).id)
     graded: dict[str, str] = {}  # graded image tag -> its run
-    for image in client.images.list(filters={"label": RUN_LABEL}):
+    for image in list_images(client, {"label": RUN_LABEL}):
         for tag in image.tags:
             graded[tag] = image.labels.get(RUN_LABEL, "")
     removed, spared = [], []

@@ -26,7 +26,7 @@ from typing import IO, Literal
 import docker
 
 from grader.domain.settings import Settings
-from grader.engine.containers import RUN_LABEL, remove_labelled
+from grader.engine.containers import RUN_LABEL, list_images, remove_labelled
 from grader.engine.outputs import _unmount as unmount
 
 LOCK_NAME = ".lock"  # in a run's folder: where runs of earlier versions held their lock
@@ -199,8 +199,8 @@ def reap_dead_runs(
     listed = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)
     for container in listed:
         run_ids.add(container.labels.get(RUN_LABEL, ""))
-    for image in client.images.list(filters={"label": RUN_LABEL}):
-        run_ids.add((image.labels or {}).get(RUN_LABEL, ""))
+    for image in list_images(client, {"label": RUN_LABEL}):
+        run_ids.add(image.labels.get(RUN_LABEL, ""))
     for network in client.networks.list(filters={"label": RUN_LABEL}):
         run_ids.add((network.attrs.get("Labels") or {}).get(RUN_LABEL, ""))
     if among is not None:
@@ -258,7 +258,7 @@ def _leftovers(client: docker.DockerClient, run_id: str, images: bool) -> bool:
         return bool(
             client.containers.list(all=True, filters=selector, ignore_removed=True)
             or client.networks.list(filters=selector)
-            or (images and client.images.list(filters=selector))
+            or (images and list_images(client, selector))
         )
     return True
 
@@ -286,10 +286,10 @@ def prune_kept_images(
     }
     kept = [
         image
-        for image in client.images.list(filters={"label": RUN_LABEL})
+        for image in list_images(client, {"label": RUN_LABEL})
         if image.labels.get(RUN_LABEL) in marked | {current_run}
     ]
-    kept.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+    kept.sort(key=lambda image: image.created, reverse=True)
     total = 0
     removed: list[str] = []
     left: set[str] = set()
@@ -298,8 +298,8 @@ def prune_kept_images(
         run_id = image.labels[RUN_LABEL]
         if total > budget_bytes and run_id != current_run:
             with contextlib.suppress(docker.errors.APIError):
-                image.remove(force=True)
-                removed.extend(image.tags or [image.short_id])
+                client.api.remove_image(image.id, force=True)
+                removed.extend(image.tags or [image.id.removeprefix("sha256:")[:12]])
                 total -= own_size.get(image.id, 0)
                 continue
         left.add(run_id)
