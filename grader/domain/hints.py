@@ -11,14 +11,16 @@ from __future__ import annotations
 import locale
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from grader.domain.checks import CHECKS
+from grader.domain.config import Invalid, Schema, load_toml
 from grader.domain.errors import CatalogError
 from grader.domain.reasons import Fact, declared_facts, is_known
 from grader.domain.results import CheckResult, SubmissionResult
@@ -31,24 +33,82 @@ LOG_TAIL_CHARS = 20_000
 
 CATALOG_FILE = Path(__file__).with_name("hints.toml")
 TRIGGERS = ("reasons", "pattern", "measured")
-SPEC_KEYS = {*TRIGGERS, "checks", *LANGUAGES, "failed_only", "unless_failed", "more_than"}
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+Text = Annotated[str, msgspec.Meta(description="a text for students")]
 
 
-@dataclass(frozen=True)
-class HintSpec:
-    """One entry of the catalog: when it applies, and what to tell the student."""
+class HintEntry(Schema, frozen=True):
+    """`[hint-id]` of hints.toml: when a hint applies, and its text in every language."""
 
-    id: str
-    texts: dict[str, str]  # language -> text, `{fact}` filled in from the reason's facts
-    reasons: tuple[str, ...] = ()  # reason codes it explains
+    en: Text
+    zh: Text
+    reasons: tuple[str, ...] = ()  # reason codes (grader/domain/reasons.py) it explains
     checks: tuple[str, ...] = ()  # checks whose logs `pattern` is searched in, or `measured` is for
-    pattern: re.Pattern[str] | None = None  # searched in the students' logs of such a check
+    pattern: str | None = None  # a regular expression, case-insensitive
     measured: str | None = None  # a measurement that, when true, calls for the advice
     # Most hints explain a failure; some are advice worth giving even when the check passed.
     failed_only: bool = True
     unless_failed: tuple[str, ...] = ()  # checks whose failure explains it better
     more_than: float | None = None  # the pattern's first group must be a number above this
+
+    def __post_init__(self) -> None:
+        for language in LANGUAGES:
+            if not getattr(self, language).strip():
+                raise Invalid(language, "empty; every hint has a text in every language")
+        if not (self.reasons or self.pattern is not None or self.measured is not None):
+            raise ValueError(f"says nothing of when it applies; give one of {', '.join(TRIGGERS)}")
+        for code in self.reasons:
+            if not is_known(code):
+                raise Invalid("reasons", f"{code!r} is no reason code the harness gives")
+        if (self.pattern is not None or self.measured is not None) and not self.checks:
+            raise Invalid("checks", "needed with pattern or measured: the checks it is for")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise Invalid("pattern", f"not a regular expression ({error})") from None
+        if self.more_than is not None and self.pattern is None:
+            raise Invalid(
+                "more_than",
+                "only with a pattern whose first group is a number; add the pattern or leave "
+                "more_than out",
+            )
+        for language in LANGUAGES:
+            for name in PLACEHOLDER.findall(self.texts()[language]):
+                if self.pattern is not None or self.measured is not None:
+                    raise Invalid(
+                        language, f"{{{name}}}: only a hint given for reasons alone names facts"
+                    )
+                lacking = [
+                    code for code in self.reasons if name not in (declared_facts(code) or ())
+                ]
+                if lacking:
+                    raise Invalid(language, f"{{{name}}} is no fact of {', '.join(lacking)}")
+
+    def texts(self) -> dict[str, str]:
+        """language -> text, with `{more_than}` written out."""
+        texts = {language: str(getattr(self, language)) for language in LANGUAGES}
+        if self.more_than is None:
+            return texts
+        more_than = f"{self.more_than:g}"
+        return {
+            language: text.replace("{more_than}", more_than) for language, text in texts.items()
+        }
+
+
+@dataclass(frozen=True)
+class HintSpec:
+    """An entry of the catalog as used: its pattern compiled, `{more_than}` written out."""
+
+    id: str
+    texts: dict[str, str]  # language -> text, `{fact}` filled in from the reason's facts
+    reasons: tuple[str, ...]
+    checks: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    measured: str | None
+    failed_only: bool
+    unless_failed: tuple[str, ...]
+    more_than: float | None
 
     def applies(self, match: re.Match[str]) -> bool:
         return self.more_than is None or float(match.group(1)) > self.more_than
@@ -74,67 +134,24 @@ def load_catalog(path: Path | None = None) -> tuple[HintSpec, ...]:
     harness gives, naming only facts those reasons carry, with valid patterns. A problem is one
     line naming the file and the key."""
     path = path or CATALOG_FILE
-    try:
-        entries = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise CatalogError(f"{path}: unreadable ({error}); fix or restore it") from None
-    return tuple(_spec(path, hint_id, entry) for hint_id, entry in entries.items())
-
-
-def _spec(path: Path, hint_id: str, entry: Any) -> HintSpec:
-    def fail(key: str, problem: str) -> CatalogError:
-        return CatalogError(f"{path}: {hint_id}{'.' + key if key else ''}: {problem}")
-
-    if not isinstance(entry, dict):
-        raise fail("", "not a table; give each hint as [hint-id] with its keys")
-    unknown = set(entry) - SPEC_KEYS
-    if unknown:
-        raise fail(min(unknown), f"unknown key; known keys are {', '.join(sorted(SPEC_KEYS))}")
-    for language in LANGUAGES:
-        if not isinstance(entry.get(language), str) or not entry[language].strip():
-            raise fail(language, "missing; every hint has a text in every language")
-    if not any(key in entry for key in TRIGGERS):
-        raise fail("", f"says nothing of when it applies; give one of {', '.join(TRIGGERS)}")
-    for key in ("reasons", "checks", "unless_failed"):
-        value = entry.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise fail(key, "give a list of strings")
-    reasons = tuple(entry.get("reasons", ()))
-    for code in reasons:
-        if not is_known(code):
-            raise fail("reasons", f"{code!r} is no reason code the harness gives")
-    checks = tuple(entry.get("checks", ()))
-    if ("pattern" in entry or "measured" in entry) and not checks:
-        raise fail("checks", "needed with pattern or measured: the checks it is for")
-    try:
-        pattern = re.compile(entry["pattern"], re.IGNORECASE | re.MULTILINE)
-    except KeyError:
-        pattern = None
-    except (re.error, TypeError) as error:
-        raise fail("pattern", f"not a regular expression ({error})") from None
-    more_than = entry.get("more_than")
-    if more_than is not None and (pattern is None or not isinstance(more_than, int | float)):
-        raise fail("more_than", "a number, for a pattern whose first group is a number")
-    texts = {language: entry[language] for language in LANGUAGES}
-    if more_than is not None:
-        texts = {k: text.replace("{more_than}", f"{more_than:g}") for k, text in texts.items()}
-    for language, text in texts.items():
-        for name in PLACEHOLDER.findall(text):
-            if pattern is not None or "measured" in entry:
-                raise fail(language, f"{{{name}}}: only a hint given for reasons alone names facts")
-            lacking = [code for code in reasons if name not in (declared_facts(code) or ())]
-            if lacking:
-                raise fail(language, f"{{{name}}} is no fact of {', '.join(lacking)}")
-    return HintSpec(
-        id=hint_id,
-        texts=texts,
-        reasons=reasons,
-        checks=checks,
-        pattern=pattern,
-        measured=entry.get("measured"),
-        failed_only=bool(entry.get("failed_only", True)),
-        unless_failed=tuple(entry.get("unless_failed", ())),
-        more_than=more_than,
+    entries = load_toml(path, dict[str, HintEntry], CatalogError, what="hint catalog")
+    return tuple(
+        HintSpec(
+            id=hint_id,
+            texts=entry.texts(),
+            reasons=entry.reasons,
+            checks=entry.checks,
+            pattern=(
+                None
+                if entry.pattern is None
+                else re.compile(entry.pattern, re.IGNORECASE | re.MULTILINE)
+            ),
+            measured=entry.measured,
+            failed_only=entry.failed_only,
+            unless_failed=entry.unless_failed,
+            more_than=entry.more_than,
+        )
+        for hint_id, entry in entries.items()
     )
 
 

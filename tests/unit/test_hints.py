@@ -198,7 +198,19 @@ def test_a_reason_raised_without_its_check_is_given_the_checks_id():
          "lonely.pattern", "not a regular expression"),
         ("[lonely]\npattern = 'x'\nen = 'x'\nzh = 'x'\n", "lonely.checks", "needed with"),
         ("[lonely]\nen = 'x'\nzh = 'x'\n", "lonely", "says nothing of when it applies"),
-        ("[lonely\n", "", "unreadable"),
+        ("[lonely\n", "", "not valid TOML"),
+        ("lonely = 'x'\n", "lonely", "must be a table, got 'x'"),
+        ("[lonely]\nreasons = 'train.run/timeout'\nen = 'x'\nzh = 'x'\n", "lonely.reasons",
+         "must be a list of strings, got 'train.run/timeout'"),
+        ("[lonely]\nreasons = ['train.run/timeout']\nen = 'x'\nzh = 'x'\nfailed_only = 'no'\n",
+         "lonely.failed_only", "must be true or false, got 'no'"),
+        ("[lonely]\nreasons = ['train.run/timeout']\nen = 'x'\nzh = ' '\n", "lonely.zh",
+         "empty; every hint has a text in every language"),
+        ("[lonely]\nchecks = ['train.run']\npattern = 'x'\nmore_than = 'a lot'\nen = 'x'\n"
+         "zh = 'x'\n", "lonely.more_than", "must be a number, got 'a lot'"),
+        ("[lonely]\nreasons = ['train.run/timeout']\nmore_than = 3\nen = 'x'\nzh = 'x'\n",
+         "lonely.more_than", "only with a pattern whose first group is a number; add the "
+         "pattern or leave more_than out"),
     ],
 )  # fmt: skip
 def test_a_broken_catalog_is_one_line_naming_the_file_and_key(tmp_path, text, key, problem):
@@ -210,6 +222,20 @@ def test_a_broken_catalog_is_one_line_naming_the_file_and_key(tmp_path, text, ke
     assert "\n" not in message
     assert message.startswith(f"{path}: {key}{': ' if key else ''}")
     assert problem in message
+
+
+def test_a_catalog_entry_left_short_takes_the_defaults(tmp_path):
+    path = tmp_path / "hints.toml"
+    path.write_text("[lonely]\nreasons = ['train.run/timeout']\nen = 'E {limit_s}'\nzh = 'Z'\n")
+    (spec,) = load_catalog(path)
+    assert (spec.id, spec.reasons, spec.texts) == (
+        "lonely",
+        ("train.run/timeout",),
+        {"en": "E {limit_s}", "zh": "Z"},
+    )
+    assert spec.failed_only is True  # a hint explains a failure unless it says otherwise
+    assert (spec.checks, spec.unless_failed) == ((), ())
+    assert (spec.pattern, spec.measured, spec.more_than) == (None, None, None)
 
 
 def test_the_catalog_is_read_on_first_use_so_a_broken_one_spares_other_commands(
