@@ -109,7 +109,7 @@ counted() {
 }
 echo "== $module ($path), tests: ${selection%, }"
 while IFS=: read -r mutant status; do
-    counted "$mutant" && echo "${status# }"
+    if counted "$mutant"; then echo "${status# }"; fi
 done <results.txt | sort | uniq -c
 echo
 echo "== mutants not killed"
