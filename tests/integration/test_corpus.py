@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 CORPUS = ROOT / "tests" / "corpus"
 ORACLE = ROOT / "tests" / "oracle" / "oracle.py"
-RUBRIC = ROOT / "grader" / "rubric.toml"
+RUBRIC = ROOT / "grader" / "domain" / "rubric.toml"
 # The reference CNN's trained weights, committed with a bundled example; every corpus entry
 # without a training half serves them.
 SHARED_MODEL = ROOT / "submissions" / "serve-token-auth" / "serve" / "mnist_cnn.pt"

@@ -6,7 +6,8 @@ environment, Docker's default capabilities, no other limits) and talks to TorchS
 HTTP requests, as a TA with a terminal and curl would. Its verdicts are compared with the
 harness's, check by check, on the corpus under tests/corpus/.
 
-    python tests/oracle/oracle.py --dataset DIR --rubric grader/rubric.toml --profile offline \
+    python tests/oracle/oracle.py --dataset DIR --rubric grader/domain/rubric.toml \
+        --profile offline \
         --jobs 2 SUBMISSION [SUBMISSION ...]
 
 prints one JSON document: {submission folder name: {check id: {"passed": bool, "reason": str}}}.

@@ -172,10 +172,7 @@ def test_a_check_on_two_tests_or_on_another_test():
         Implementation("serve.ping", "test_serve", "test_pong") if i.check_id == "serve.ping" else i
         for i in every_check_implemented()
     ]
-    assert implementation_problems(moved) == [
-        "check 'serve.ping' is marked on test_serve.py::test_pong, but grader/domain/checks.py "
-        "names test_serve.py::test_ping; rename the test or correct the table"
-    ]
+    assert implementation_problems(moved) == []  # the marker, not the name, says which check
 
 
 def test_checks_no_test_implements():
@@ -216,15 +213,21 @@ def test_collection_of_matching_check_modules_goes_on(pytester):
     result.assert_outcomes(passed=2 * len(CONTRACT))
 
 
-def test_collection_stops_when_a_test_does_not_match_its_check(pytester):
+def test_a_course_may_name_its_check_tests_as_it_likes(pytester):
     write_check_modules(pytester, rename={"serve.ping": "test_pong"})
     result = pytester.runpytest("-p", "no:randomly")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == (
-        "ERROR: the check tests do not match the checks: check 'serve.ping' is marked on "
-        "test_serve.py::test_pong, but grader/domain/checks.py names test_serve.py::test_ping; "
-        "rename the test or correct the table"
+    result.assert_outcomes(passed=2 * len(CONTRACT))
+
+
+def test_collection_stops_when_a_check_is_carried_twice(pytester):
+    write_check_modules(pytester)
+    pytester.makepyfile(
+        test_more='import pytest\n\n@pytest.mark.check("serve.ping")\ndef test_again():\n    pass\n'
     )
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "'serve.ping' is marked on 2 tests" in result.stderr.lines[0]
+    assert "test_more.py::test_again" in result.stderr.lines[0]
     result.assert_outcomes()  # nothing ran
 
 
